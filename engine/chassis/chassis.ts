@@ -1,0 +1,347 @@
+// Chassis: the host-thread object users hold. It starts the primary and secondary REs as worker
+// threads, gives each a KKCM ring channel to the chassis and one between the two REs, pumps the
+// rings into ChassisCore, and supervises: a worker that exits, or whose heartbeat stops for the
+// dead interval (a hung RE), is replaced. Losing the primary promotes the secondary; losing
+// either starts a fresh secondary, which the primary re-replicates every socket to.
+//
+// Supervisor states per RE slot: starting -> up -> (dead | retired). Failover sequence:
+//   primary dead -> drain its chassis ring -> core.beginPromotion -> secondary.promote (merge)
+//   -> core.promoted -> 'failover' event -> fresh secondary started -> primary.attachPeer -> 'secondary-up'
+
+import { EventEmitter } from 'node:events'
+import { fileURLToPath } from 'node:url'
+import type { Worker } from 'node:worker_threads'
+import { wrap, type Remote } from 'comlink'
+import { NsrError } from '../errors.ts'
+import { createChannelSab, openEndpoint, type Endpoint } from '../kkcm/channel.ts'
+import { RingSink, drainNow, pumpRing } from '../re/ring-sink.ts'
+import type { ReOptions } from '../re/re.ts'
+import type { ReControl, ReWorkerData } from '../re/worker-main.ts'
+import { portEndpoint } from '../runtime/endpoint.ts'
+import { spawnWorker } from '../runtime/worker.ts'
+import { ChassisCore, type ChassisLimits } from './core.ts'
+import { MemoryNetwork } from './memory.ts'
+import type { Transport } from './transport.ts'
+
+export interface ChassisOptions {
+  /** The application module (its default export receives the RE). */
+  app: URL | string
+  /** Passed to the application as `re.options`. */
+  appOptions?: unknown
+  /** Extra transports by name ('tcp', 'udp'); the in-memory one is always there as 'memory'. */
+  transports?: Record<string, Transport>
+  re?: Partial<Omit<ReOptions, 'id' | 'role' | 'clock'>>
+  limits?: Partial<ChassisLimits>
+  /** Bytes of each KKCM ring (a power of two). */
+  ringBytes?: number
+  /** The chassis declares an RE hung when its heartbeat stalls this long. */
+  deadIntervalMs?: number
+  keepaliveIntervalMs?: number
+  /** Start a fresh secondary after each failover (default true). */
+  restoreRedundancy?: boolean
+  /** Delay before the replacement secondary starts (tests model a slow RE). */
+  respawnDelayMs?: number
+}
+
+interface ReSlotState {
+  id: string
+  slot: 0 | 1
+  worker: Worker
+  api: Remote<ReControl>
+  chassisEp: Endpoint
+  sink: RingSink
+  alive: boolean
+  gen: number
+  lastBeat: number
+  lastBeatAt: number
+}
+
+export interface FailoverEvent {
+  reason: string
+  from: string
+  to: string
+  takeoverMs: number
+  adopted: number
+  lost: number
+}
+
+const ENTRY = [new URL('../../workers/re-a.ts', import.meta.url), new URL('../../workers/re-b.ts', import.meta.url)] as const
+
+export class Chassis extends EventEmitter {
+  readonly memory: MemoryNetwork
+  readonly core: ChassisCore
+  private readonly opts: ChassisOptions
+  private readonly ringBytes: number
+  private readonly heartbeat = new Int32Array(new SharedArrayBuffer(8))
+  primary: ReSlotState | null = null
+  secondary: ReSlotState | null = null
+  private nextId = 1
+  private closing = false
+  private supervisor: ReturnType<typeof setInterval> | null = null
+  private failing: Promise<void> | null = null
+  private readyWaiters: Array<() => void> = []
+  readonly failovers: FailoverEvent[] = []
+  readonly counters = { failovers: 0, secondaryLosses: 0, hungDetected: 0, respawns: 0 }
+
+  private constructor(opts: ChassisOptions) {
+    super()
+    this.opts = opts
+    this.ringBytes = opts.ringBytes ?? 1 << 22
+    this.memory = new MemoryNetwork()
+    this.core = new ChassisCore({ memory: this.memory, ...opts.transports }, opts.limits)
+    this.core.onSync = () => this.checkReady()
+    this.on('error', () => {})
+  }
+
+  static async start(opts: ChassisOptions): Promise<Chassis> {
+    const c = new Chassis(opts)
+    await c.boot()
+    return c
+  }
+
+  private get keepaliveMs(): number {
+    return this.opts.keepaliveIntervalMs ?? this.opts.re?.keepaliveIntervalMs ?? 50
+  }
+
+  private get deadMs(): number {
+    return this.opts.deadIntervalMs ?? this.opts.re?.deadIntervalMs ?? 3 * this.keepaliveMs
+  }
+
+  private async boot(): Promise<void> {
+    const peerSab = createChannelSab(this.ringBytes)
+    const pri = this.spawn(0, 'primary', peerSab, 'a')
+    const sec = this.spawn(1, 'secondary', peerSab, 'b')
+    this.primary = pri
+    this.secondary = sec
+    this.core.setPrimary(pri.id, pri.sink)
+    this.core.setSecondary(sec.id, sec.sink)
+    await Promise.all([pri.api.started(), sec.api.started()])
+    this.supervisor = setInterval(() => this.supervise(), this.keepaliveMs)
+    this.supervisor.unref?.()
+    this.emit('secondary-up', { id: sec.id })
+  }
+
+  private spawn(slot: 0 | 1, role: 'primary' | 'secondary', peerSab: SharedArrayBuffer | null, peerSide: 'a' | 'b'): ReSlotState {
+    const id = `re${this.nextId++}`
+    const chassisSab = createChannelSab(this.ringBytes)
+    Atomics.store(this.heartbeat, slot, 0)
+    const app = typeof this.opts.app === 'string' ? this.opts.app : this.opts.app.href
+    const data: ReWorkerData = {
+      id,
+      role,
+      app,
+      appOptions: this.opts.appOptions ?? null,
+      chassisSab,
+      peerSab,
+      peerSide,
+      heartbeatSab: this.heartbeat.buffer as SharedArrayBuffer,
+      heartbeatIndex: slot,
+      re: { keepaliveIntervalMs: this.keepaliveMs, deadIntervalMs: this.deadMs, ...this.opts.re },
+    }
+    const worker = spawnWorker(ENTRY[slot], { workerData: data, name: `nsr-${id}` })
+    const chassisEp = openEndpoint(chassisSab, 'a')
+    const st: ReSlotState = {
+      id,
+      slot,
+      worker,
+      api: wrap<ReControl>(portEndpoint(worker)),
+      chassisEp,
+      sink: new RingSink(chassisEp.tx),
+      alive: true,
+      gen: 0,
+      lastBeat: 0,
+      lastBeatAt: performance.now(),
+    }
+    worker.on('exit', (code) => this.onExit(st, `exit ${code}`))
+    worker.on('error', (err) => this.emit('re-error', { id, error: String(err) }))
+    void pumpRing(
+      chassisEp.rx,
+      (h, b, o) => this.core.onReMessage(id, h, b, o),
+      () => this.core.onReBatchEnd(),
+      () => !st.alive,
+    )
+    return st
+  }
+
+  // ---- supervision -------------------------------------------------------------------------------
+
+  private supervise(): void {
+    const now = performance.now()
+    for (const st of [this.primary, this.secondary]) {
+      if (!st || !st.alive) continue
+      const beat = Atomics.load(this.heartbeat, st.slot)
+      if (beat !== st.lastBeat) {
+        st.lastBeat = beat
+        st.lastBeatAt = now
+      } else if (beat > 0 && now - st.lastBeatAt > this.deadMs) {
+        this.counters.hungDetected++
+        this.emit('re-hung', { id: st.id, silentMs: Math.round(now - st.lastBeatAt) })
+        void this.retire(st, 'hung')
+      }
+    }
+  }
+
+  private onExit(st: ReSlotState, reason: string): void {
+    if (!st.alive) return
+    void this.lost(st, reason)
+  }
+
+  /** Terminates an RE and handles its loss. */
+  private async retire(st: ReSlotState, reason: string): Promise<void> {
+    const lost = this.lost(st, reason)
+    void st.worker.terminate()
+    await lost
+  }
+
+  private lost(st: ReSlotState, reason: string): Promise<void> {
+    if (!st.alive) return this.failing ?? Promise.resolve()
+    st.alive = false
+    const run = async () => {
+      if (this.failing) await this.failing
+      if (st === this.primary) await this.primaryLost(st, reason)
+      else if (st === this.secondary) await this.secondaryLost(st, reason)
+    }
+    const p = run().catch((err) => {
+      this.emit('error', err)
+    })
+    this.failing = p.finally(() => {
+      if (this.failing === p) this.failing = null
+    })
+    return p
+  }
+
+  private async primaryLost(dead: ReSlotState, reason: string): Promise<void> {
+    const t0 = performance.now()
+    // Every record the dead primary committed to its ring was acked by the secondary: send it.
+    drainNow(dead.chassisEp.rx, (h, b, o) => this.core.onReMessage(dead.id, h, b, o), () => this.core.onReBatchEnd())
+    this.primary = null
+    const next = this.secondary
+    if (!next || !next.alive || this.closing) {
+      this.emit('error', new NsrError('ENOTCONN', `primary ${dead.id} lost (${reason}) with no secondary to take over`))
+      return
+    }
+    this.secondary = null
+    const info = this.core.beginPromotion(next.id, next.sink)
+    const r = await next.api.promote(info)
+    this.core.promoted(next.id, next.sink, r.adopted, r.lost)
+    this.primary = next
+    const ev: FailoverEvent = { reason, from: dead.id, to: next.id, takeoverMs: performance.now() - t0, adopted: r.adopted.length, lost: r.lost.length }
+    this.counters.failovers++
+    this.failovers.push(ev)
+    this.emit('failover', ev)
+    this.restoreSecondary(dead.slot)
+  }
+
+  private async secondaryLost(dead: ReSlotState, reason: string): Promise<void> {
+    this.counters.secondaryLosses++
+    this.secondary = null
+    this.core.setSecondary(dead.id, null)
+    if (this.primary?.alive) await this.primary.api.peerLost(`secondary ${dead.id}: ${reason}`)
+    this.emit('replication-down', { id: dead.id, reason })
+    this.restoreSecondary(dead.slot)
+  }
+
+  private restoreSecondary(slot: 0 | 1): void {
+    if (this.closing || this.opts.restoreRedundancy === false) return
+    const start = async () => {
+      if (this.opts.respawnDelayMs) await new Promise((r) => setTimeout(r, this.opts.respawnDelayMs))
+      if (this.closing || !this.primary || this.secondary) return
+      const peerSab = createChannelSab(this.ringBytes)
+      const st = this.spawn(slot, 'secondary', peerSab, 'b')
+      this.secondary = st
+      this.counters.respawns++
+      await st.api.started()
+      if (!st.alive || this.closing || !this.primary) return
+      this.core.setSecondary(st.id, st.sink)
+      await this.primary.api.attachPeer(peerSab, 'a')
+      this.emit('secondary-up', { id: st.id })
+    }
+    start().catch((err) => this.emit('error', err))
+  }
+
+  // ---- public control ----------------------------------------------------------------------------
+
+  /** Fault injection: terminates an RE abruptly (the supervisor sees it die). */
+  kill(which: 'primary' | 'secondary'): Promise<void> {
+    const st = which === 'primary' ? this.primary : this.secondary
+    if (!st) return Promise.resolve()
+    const lost = this.lost(st, 'killed')
+    void st.worker.terminate()
+    return lost
+  }
+
+  /** Fault injection: the RE busy-loops for `ms` (its heartbeat stops; the supervisor replaces it). */
+  hang(which: 'primary' | 'secondary', ms: number): void {
+    const st = which === 'primary' ? this.primary : this.secondary
+    void st?.api.hang(ms).catch(() => {})
+  }
+
+  /**
+   * Graceful switchover: waits until every replicated socket is functional (unless forced), lets the
+   * primary finish replicating what it accepted, then retires it; the secondary takes over.
+   */
+  async switchover(opts: { force?: boolean; timeoutMs?: number } = {}): Promise<FailoverEvent | null> {
+    if (!opts.force) await this.ready(opts.timeoutMs ?? 10_000)
+    const st = this.primary
+    if (!st || !this.secondary) throw new NsrError('ENOTCONN', 'switchover needs a primary and a secondary')
+    await st.api.quiesce(opts.timeoutMs ?? 2000)
+    const before = this.failovers.length
+    st.alive = false
+    const p = (async () => {
+      if (this.failing) await this.failing
+      await this.primaryLost(st, 'switchover')
+    })()
+    this.failing = p
+    await p
+    this.failing = null
+    void st.worker.terminate()
+    return this.failovers.length > before ? this.failovers[this.failovers.length - 1] : null
+  }
+
+  /** True when a secondary is up and every replicated socket is functional. */
+  isReady(): boolean {
+    const s = this.core.sync
+    return !!this.primary && !!this.secondary && s.peer && s.functional === s.total && !this.failing
+  }
+
+  /** Resolves when it is safe to switch over (see isReady). */
+  ready(timeoutMs = 30_000): Promise<void> {
+    if (this.isReady()) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.readyWaiters = this.readyWaiters.filter((w) => w !== done)
+        reject(new NsrError('ETIMEDOUT', `not ready after ${timeoutMs} ms: ${JSON.stringify(this.core.sync)}`))
+      }, timeoutMs)
+      const done = () => {
+        clearTimeout(t)
+        resolve()
+      }
+      this.readyWaiters.push(done)
+    })
+  }
+
+  private checkReady(): void {
+    if (!this.isReady()) return
+    const ws = this.readyWaiters
+    this.readyWaiters = []
+    for (const w of ws) w()
+  }
+
+  async stats() {
+    const get = async (st: ReSlotState | null) => (st && st.alive ? await st.api.stats().catch(() => null) : null)
+    const [primary, secondary] = await Promise.all([get(this.primary), get(this.secondary)])
+    return { ready: this.isReady(), primary, secondary, chassis: this.core.stats(), failovers: this.failovers.length, counters: { ...this.counters } }
+  }
+
+  async close(): Promise<void> {
+    this.closing = true
+    if (this.supervisor) clearInterval(this.supervisor)
+    for (const c of [...this.core.conns.values()]) this.core.closeConn(c, false)
+    const sts = [this.primary, this.secondary].filter((s): s is ReSlotState => !!s)
+    for (const st of sts) st.alive = false
+    await Promise.all(sts.map((st) => st.worker.terminate()))
+    for (const st of sts) st.chassisEp.close()
+  }
+}
+
+export const workerEntries = ENTRY.map((u) => fileURLToPath(u))

@@ -1,0 +1,514 @@
+// ChassisCore: the host-thread half of the engine, sans-IO. It owns the transport connections
+// (so a connection outlives any RE), fans received data out to both REs (the PRL), accepts records
+// for the transport only from the primary, and keeps, per connection, the sequence of the last
+// record the transport accepted: after a failover the new primary resumes right after it, so no
+// record goes out twice or never (invariant 2).
+//
+// Receive fan-out (seed 4.1 b, invariants 3 and 5): each connection keeps one bounded queue of
+// received chunks with two cursors; a chunk goes to the secondary first and to the primary only
+// after that (the secondary never lags the primary). A chunk leaves an RE's cursor only while that
+// RE has receive credit for the connection, and the OS socket is paused while the queue is above
+// its window, so a slow reader on either RE closes the peer's TCP window instead of growing memory.
+//
+// Fan-out modes per connection, and transitions:
+//   primary  --prl hold-->     hold      (handshake starting: deliver nothing, queue)
+//   hold     --prl release-->  both      (handshake done: secondary cursor starts where primary's is)
+//   hold|both --prl off / secondary lost--> primary
+//   any      --promotion-->    primary   (new primary's cursor = old secondary's)
+
+import { pack, unpack } from 'msgpackr'
+import { Flag, MsgType, seqAdd, seqLe, type Header } from '../protocol/header.ts'
+import type { Addr } from '../socket/records.ts'
+import type { FrameSink } from '../re/sink.ts'
+import { decodeAddr } from '../re/sink.ts'
+import type { Transport, TransportConn, TransportListener } from './transport.ts'
+
+export type FanMode = 'primary' | 'hold' | 'both'
+
+interface Chunk {
+  data: Uint8Array
+  addr: Addr | null
+  flags: number // FIN / RST for end-of-stream markers
+}
+
+export interface Conn {
+  handle: number
+  kind: 'tcp' | 'udp' | 'listen'
+  transport: TransportConn | null
+  listener: TransportListener | null
+  replicateOnAccept: boolean
+  txSeq: number
+  txOutstanding: number
+  mode: FanMode
+  q: Chunk[]
+  qHead: number // index of q[0] in absolute chunk numbering
+  qBytes: number
+  priIdx: number // absolute index of the next chunk for the primary
+  secIdx: number // absolute index of the next chunk for the secondary
+  priOut: number // bytes delivered to the primary not yet credited back
+  secOut: number
+  paused: boolean
+  closing: boolean
+  ended: boolean
+  local: Addr | null
+  remote: Addr | null
+}
+
+export interface ChassisLimits {
+  rxWindowBytes: number // per connection per RE: unread bytes an RE may hold
+  rxQueueBytes: number // per connection: received bytes queued in the chassis before pausing the OS socket
+  txWindowBytes: number // per connection: bytes the primary may have in the transport at once
+}
+
+export const defaultChassisLimits: ChassisLimits = {
+  rxWindowBytes: 256 * 1024,
+  rxQueueBytes: 256 * 1024,
+  txWindowBytes: 1024 * 1024,
+}
+
+interface ReSlot {
+  id: string
+  sink: FrameSink
+}
+
+export class ChassisCore {
+  readonly conns = new Map<number, Conn>()
+  readonly limits: ChassisLimits
+  primary: ReSlot | null = null
+  secondary: ReSlot | null = null
+  private nextHandle = 1
+  private readonly transports: Record<string, Transport>
+  private txCreditDue = new Map<number, number>()
+  private waitingRoom = new Set<string>()
+  private promoting = false
+  sync = { total: 0, functional: 0, peer: false }
+  onSync: () => void = () => {}
+  onCmd: (reId: string, cmd: Record<string, unknown>) => Record<string, unknown> | null = () => null
+  /** Observes every record handed to a transport (tests instrument invariant 1 here). */
+  onTransmit: ((conn: Conn, seq: number, data: Uint8Array) => void) | null = null
+  readonly counters = {
+    txRecords: 0,
+    txBytes: 0,
+    txDuplicates: 0,
+    txGaps: 0,
+    txFromSecondary: 0,
+    txUnknownHandle: 0,
+    rxChunks: 0,
+    rxBytes: 0,
+    rxPauses: 0,
+    rejected: 0,
+    resets: 0,
+  }
+
+  constructor(transports: Record<string, Transport>, limits: Partial<ChassisLimits> = {}) {
+    this.transports = transports
+    this.limits = { ...defaultChassisLimits, ...limits }
+  }
+
+  setPrimary(id: string, sink: FrameSink): void {
+    this.primary = { id, sink }
+  }
+
+  setSecondary(id: string, sink: FrameSink | null): void {
+    this.secondary = sink ? { id, sink } : null
+    if (!sink) for (const c of this.conns.values()) if (c.mode === 'both') this.setMode(c, 'primary')
+  }
+
+  // ---- messages from an RE ---------------------------------------------------------------------
+
+  onReMessage(reId: string, h: Header, bytes: Uint8Array, off: number): void {
+    const fromPrimary = this.primary?.id === reId
+    switch (h.type) {
+      case MsgType.TX:
+        if (!fromPrimary) {
+          this.counters.txFromSecondary++
+          return
+        }
+        return this.onTx(h, bytes, off)
+      case MsgType.RX_CREDIT: {
+        const c = this.conns.get(h.handle)
+        if (!c) return
+        if (fromPrimary) c.priOut = Math.max(0, c.priOut - h.credit)
+        else if (this.secondary?.id === reId) c.secOut = Math.max(0, c.secOut - h.credit)
+        this.pumpRx(c)
+        return
+      }
+      case MsgType.CMD: {
+        let cmd: Record<string, unknown>
+        try {
+          cmd = unpack(bytes.subarray(off, off + h.length)) as Record<string, unknown>
+        } catch {
+          this.counters.rejected++
+          return
+        }
+        void this.onCommand(reId, h.seq, cmd)
+        return
+      }
+      default: {
+        const r = this.onCmd(reId, { op: 'frame', type: h.type, payload: bytes.slice(off, off + h.length) })
+        if (r === null) this.counters.rejected++
+      }
+    }
+  }
+
+  /** End of a drained batch from an RE: transport credit goes back in one frame per connection. */
+  onReBatchEnd(): void {
+    this.flushTxCredit()
+  }
+
+  private onTx(h: Header, bytes: Uint8Array, off: number): void {
+    const c = this.conns.get(h.handle)
+    if (!c || !c.transport) {
+      this.counters.txUnknownHandle++
+      return
+    }
+    if (seqLe(h.seq, c.txSeq)) {
+      this.counters.txDuplicates++
+      return
+    }
+    if (h.seq !== seqAdd(c.txSeq, 1)) this.counters.txGaps++
+    let addr: Addr | null = null
+    let start = off
+    const end = off + h.length
+    if (h.flags & Flag.DATAGRAM) {
+      const d = decodeAddr(bytes, off, end)
+      if (!d) {
+        this.counters.rejected++
+        return
+      }
+      addr = d.addr
+      start = d.next
+    }
+    const data = bytes.slice(start, end)
+    c.txSeq = h.seq
+    c.txOutstanding += data.length
+    this.counters.txRecords++
+    this.counters.txBytes += data.length
+    this.onTransmit?.(c, h.seq, data)
+    const n = data.length
+    c.transport.write(data, addr, () => {
+      c.txOutstanding -= n
+      this.txCreditDue.set(c.handle, (this.txCreditDue.get(c.handle) ?? 0) + n)
+    })
+  }
+
+  private flushTxCredit(): void {
+    const p = this.primary
+    if (!p) return
+    for (const [handle, n] of this.txCreditDue) {
+      if (!p.sink.send(MsgType.TX_CREDIT, 0, handle, 0, 0, n, null)) {
+        this.whenRoom(p, () => this.flushTxCredit())
+        return
+      }
+      this.txCreditDue.delete(handle)
+    }
+    p.sink.flush()
+  }
+
+  // ---- commands (msgpackr) ---------------------------------------------------------------------
+
+  private async onCommand(reId: string, reqId: number, cmd: Record<string, unknown>): Promise<void> {
+    let reply: Record<string, unknown>
+    try {
+      reply = await this.command(reId, cmd)
+    } catch (err) {
+      const e = err as { code?: string; message?: string }
+      reply = { ok: false, code: e.code && /^E[A-Z]+$/.test(e.code) ? e.code : 'EINVAL', message: e.message ?? String(err) }
+    }
+    const re = this.primary?.id === reId ? this.primary : this.secondary?.id === reId ? this.secondary : null
+    if (re) this.sendEvent(re, reqId, reply)
+  }
+
+  private async command(reId: string, cmd: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const isPrimary = this.primary?.id === reId
+    switch (cmd.op) {
+      case 'connect': {
+        this.mustBePrimary(isPrimary, 'connect')
+        const t = this.transport(cmd.transport)
+        const tc = await t.connect(String(cmd.host), Number(cmd.port), cmd.local as string | undefined)
+        const c = this.addConn('tcp', tc, null)
+        return { ok: true, handle: c.handle, local: tc.local, remote: tc.remote, txCredit: this.limits.txWindowBytes }
+      }
+      case 'udp': {
+        this.mustBePrimary(isPrimary, 'udp')
+        const t = this.transport(cmd.transport === 'udp' ? 'udp' : cmd.transport)
+        const tc = await t.udp(String(cmd.host), Number(cmd.port))
+        const c = this.addConn('udp', tc, null)
+        return { ok: true, handle: c.handle, local: tc.local, remote: null, txCredit: this.limits.txWindowBytes }
+      }
+      case 'listen': {
+        this.mustBePrimary(isPrimary, 'listen')
+        const t = this.transport(cmd.transport)
+        const handle = this.nextHandle++
+        const listener = await t.listen(String(cmd.host), Number(cmd.port), (tc) => this.accepted(handle, tc))
+        const c = this.addConn('listen', null, listener, handle)
+        c.replicateOnAccept = cmd.replicate === true
+        return { ok: true, handle: c.handle, local: listener.local, remote: null, txCredit: 0 }
+      }
+      case 'close': {
+        const c = this.conns.get(Number(cmd.handle))
+        if (!c) return { ok: true }
+        this.closeConn(c, false)
+        return { ok: true }
+      }
+      case 'prl': {
+        const c = this.conns.get(Number(cmd.handle))
+        if (!c) return { ok: false, code: 'ENOENT', message: `no connection ${String(cmd.handle)}` }
+        const mode = cmd.mode === 'hold' ? 'hold' : cmd.mode === 'release' ? (this.secondary ? 'both' : 'primary') : 'primary'
+        this.setMode(c, mode)
+        return { ok: true }
+      }
+      case 'sync': {
+        if (isPrimary) {
+          this.sync = { total: Number(cmd.total), functional: Number(cmd.functional), peer: cmd.peer === true }
+          this.onSync()
+        }
+        return { ok: true }
+      }
+      default: {
+        const r = this.onCmd(reId, cmd)
+        if (r) return r
+        return { ok: false, code: 'EINVAL', message: `unknown command ${String(cmd.op)}` }
+      }
+    }
+  }
+
+  private mustBePrimary(isPrimary: boolean, what: string): void {
+    if (!isPrimary) throw Object.assign(new Error(`${what}: only the primary RE opens transports`), { code: 'EINVAL' })
+  }
+
+  private transport(name: unknown): Transport {
+    const t = this.transports[String(name ?? 'memory')]
+    if (!t) throw Object.assign(new Error(`no transport '${String(name)}' in this chassis`), { code: 'EINVAL' })
+    return t
+  }
+
+  sendEvent(re: ReSlot, reqId: number, ev: Record<string, unknown>): void {
+    const payload = pack(ev)
+    if (!re.sink.send(MsgType.EVENT, 0, 0, 0, reqId, 0, payload)) {
+      this.whenRoom(re, () => this.sendEvent(re, reqId, ev))
+      return
+    }
+    re.sink.flush()
+  }
+
+  private whenRoom(re: ReSlot, cb: () => void): void {
+    re.sink.whenRoom(cb)
+  }
+
+  // ---- connections -----------------------------------------------------------------------------
+
+  private addConn(kind: Conn['kind'], tc: TransportConn | null, listener: TransportListener | null, handle = this.nextHandle++): Conn {
+    const c: Conn = {
+      handle,
+      kind,
+      transport: tc,
+      listener,
+      replicateOnAccept: false,
+      txSeq: 0,
+      txOutstanding: 0,
+      mode: 'primary',
+      q: [],
+      qHead: 0,
+      qBytes: 0,
+      priIdx: 0,
+      secIdx: 0,
+      priOut: 0,
+      secOut: 0,
+      paused: false,
+      closing: false,
+      ended: false,
+      local: tc?.local ?? listener?.local ?? null,
+      remote: tc?.remote ?? null,
+    }
+    this.conns.set(handle, c)
+    if (tc) {
+      tc.events = {
+        data: (data, addr) => this.received(c, data, addr, 0),
+        end: () => this.received(c, new Uint8Array(0), null, Flag.FIN),
+        error: (code) => this.received(c, new Uint8Array(0), null, Flag.RST, code),
+      }
+    }
+    return c
+  }
+
+  private accepted(listenHandle: number, tc: TransportConn): void {
+    const l = this.conns.get(listenHandle)
+    const p = this.primary
+    if (!l || !p) {
+      tc.destroy()
+      return
+    }
+    const c = this.addConn('tcp', tc, null)
+    // A replicated listener's connections are replicated from their first byte: hold until the
+    // handshake completes.
+    if (l.replicateOnAccept && this.secondary) c.mode = 'hold'
+    this.sendEvent(p, 0, { ev: 'accepted', listen: listenHandle, handle: c.handle, local: tc.local, remote: tc.remote, txCredit: this.limits.txWindowBytes })
+  }
+
+  private received(c: Conn, data: Uint8Array, addr: Addr | null, flags: number, code?: string): void {
+    if (c.ended) return
+    if (flags) {
+      c.ended = true
+      if (flags & Flag.RST) this.counters.resets++
+      void code
+    }
+    c.q.push({ data, addr, flags })
+    c.qBytes += data.length
+    this.counters.rxChunks++
+    this.counters.rxBytes += data.length
+    this.pumpRx(c)
+  }
+
+  private setMode(c: Conn, mode: FanMode): void {
+    const was = c.mode
+    if (was === mode) return
+    if (mode === 'both') {
+      // The secondary got everything the primary had through the handshake's pre-existing data.
+      c.secIdx = c.priIdx
+      c.secOut = 0
+    }
+    c.mode = mode
+    this.pumpRx(c)
+  }
+
+  /** Delivers queued chunks: secondary first, then the primary up to the secondary's cursor. */
+  pumpRx(c: Conn): void {
+    const end = c.qHead + c.q.length
+    if (c.mode === 'both' && this.secondary) {
+      c.secIdx = this.deliver(c, this.secondary, c.secIdx, end, 'secOut')
+      c.priIdx = this.deliver(c, this.primary!, c.priIdx, c.secIdx, 'priOut')
+    } else if (c.mode === 'primary' && this.primary) {
+      c.priIdx = this.deliver(c, this.primary, c.priIdx, end, 'priOut')
+    }
+    // Drop chunks every RE that needs them has.
+    const low = c.mode === 'both' ? Math.min(c.priIdx, c.secIdx) : c.priIdx
+    while (c.qHead < low && c.q.length) {
+      const ch = c.q.shift()!
+      c.qBytes -= ch.data.length
+      c.qHead++
+    }
+    const t = c.transport
+    if (!t) return
+    if (!c.paused && c.qBytes >= this.limits.rxQueueBytes) {
+      c.paused = true
+      this.counters.rxPauses++
+      t.pause()
+    } else if (c.paused && c.qBytes < this.limits.rxQueueBytes / 2) {
+      c.paused = false
+      t.resume()
+    }
+  }
+
+  private deliver(c: Conn, re: ReSlot, from: number, to: number, out: 'priOut' | 'secOut'): number {
+    let i = from
+    while (i < to) {
+      const ch = c.q[i - c.qHead]
+      const n = ch.data.length
+      if (n > 0 && c[out] + n > this.limits.rxWindowBytes) break
+      const flags = ch.flags | (ch.addr ? Flag.DATAGRAM : 0)
+      if (!re.sink.send(MsgType.RX, flags, c.handle, 0, 0, 0, ch.data, ch.addr)) {
+        if (!this.waitingRoom.has(re.id)) {
+          this.waitingRoom.add(re.id)
+          re.sink.whenRoom(() => {
+            this.waitingRoom.delete(re.id)
+            for (const cc of this.conns.values()) this.pumpRx(cc)
+          })
+        }
+        break
+      }
+      c[out] += n
+      i++
+    }
+    if (i !== from) re.sink.flush()
+    return i
+  }
+
+  closeConn(c: Conn, reset: boolean): void {
+    if (c.closing) return
+    c.closing = true
+    if (c.listener) c.listener.close()
+    if (c.transport) {
+      if (reset) c.transport.destroy()
+      else c.transport.end()
+    }
+    this.conns.delete(c.handle)
+  }
+
+  // ---- failover ----------------------------------------------------------------------------------
+
+  /**
+   * The primary is gone and its ring fully drained. Returns what the new primary needs per socket:
+   * the last record the transport accepted, and the transport credit it may use.
+   */
+  promoteInfo(): { sockets: Record<number, { txSeq: number; txCredit: number }> } {
+    const sockets: Record<number, { txSeq: number; txCredit: number }> = {}
+    for (const c of this.conns.values()) {
+      sockets[c.handle] = { txSeq: c.txSeq, txCredit: c.transport ? this.limits.txWindowBytes - c.txOutstanding : 0 }
+    }
+    this.txCreditDue.clear()
+    return { sockets }
+  }
+
+  /**
+   * Real-thread promotion, step 1 (the dead primary's ring already drained): the secondary becomes
+   * the primary for fan-out and TX at once, so records it resends while merging are accepted.
+   * Returns what the promote call needs.
+   */
+  beginPromotion(id: string, sink: FrameSink): { sockets: Record<number, { txSeq: number; txCredit: number }> } {
+    const info = this.promoteInfo()
+    this.switchFanout(id, sink)
+    return info
+  }
+
+  private switchFanout(id: string, sink: FrameSink): void {
+    this.primary = { id, sink }
+    this.secondary = null
+    for (const c of this.conns.values()) {
+      if (c.mode !== 'both') continue
+      // The new primary has exactly what the old secondary had, and owes credit for its unread part.
+      c.priIdx = c.secIdx
+      c.priOut = c.secOut
+      c.secOut = 0
+      c.mode = 'primary'
+    }
+    this.promoting = true
+  }
+
+  /**
+   * Step 2 (or the only step, in the simulator): the new primary `id` adopted these sockets; the
+   * rest cannot be taken over (their handshake never finished) and are reset.
+   */
+  promoted(id: string, sink: FrameSink, adopted: number[], _lost: number[], unread?: Record<number, number>): void {
+    if (!this.promoting || this.primary?.id !== id) this.switchFanout(id, sink)
+    this.promoting = false
+    const keep = new Set(adopted)
+    for (const c of [...this.conns.values()]) {
+      if (!keep.has(c.handle)) {
+        this.closeConn(c, true)
+        continue
+      }
+      if (c.mode === 'hold') c.mode = 'primary'
+      if (unread && unread[c.handle] !== undefined) c.priOut = unread[c.handle]
+      this.pumpRx(c)
+    }
+    this.sync = { total: adopted.length, functional: 0, peer: false }
+    this.onSync()
+  }
+
+  stats() {
+    return {
+      connections: [...this.conns.values()].map((c) => ({
+        handle: c.handle,
+        kind: c.kind,
+        mode: c.mode,
+        txSeq: c.txSeq,
+        txOutstanding: c.txOutstanding,
+        rxQueuedBytes: c.qBytes,
+        paused: c.paused,
+      })),
+      sync: { ...this.sync },
+      counters: { ...this.counters },
+    }
+  }
+}

@@ -1,0 +1,229 @@
+// The in-memory transport: a loopback network inside the host thread, the embedded default. Tests,
+// benchmarks and the demo drive its far ends (MemoryPeer) directly. It keeps TCP's contract where it
+// matters to NSR: a byte stream in order, a bounded window (a paused reader stalls the writer, whose
+// write() returns false until 'drain'), FIN and reset.
+
+import { EventEmitter } from 'node:events'
+import { NsrError } from '../errors.ts'
+import type { Addr } from '../socket/records.ts'
+import type { ConnEvents, Transport, TransportConn, TransportListener } from './transport.ts'
+
+const PEER_WINDOW_BYTES = 256 * 1024
+
+/** The far end of an in-memory connection, in the test's or demo's hands. */
+export class MemoryPeer extends EventEmitter {
+  readonly remote: Addr
+  /** Everything the engine side sent, in order (bounded only by what the test keeps). */
+  received: Uint8Array[] = []
+  receivedBytes = 0
+  keepReceived = true
+  ended = false
+  reset = false
+  private inner: MemoryConn | null = null
+  private pending: Uint8Array[] = []
+  private pendingBytes = 0
+
+  constructor(remote: Addr) {
+    super()
+    this.remote = remote
+  }
+
+  attach(conn: MemoryConn): void {
+    this.inner = conn
+  }
+
+  /** Sends bytes to the engine side. Returns false when the window is full: wait for 'drain'. */
+  write(data: Uint8Array): boolean {
+    if (this.ended || this.reset) throw new NsrError('EPIPE', 'memory peer closed')
+    const copy = data.slice()
+    this.pending.push(copy)
+    this.pendingBytes += copy.length
+    this.flush()
+    return this.pendingBytes < PEER_WINDOW_BYTES
+  }
+
+  flush(): void {
+    const c = this.inner
+    if (!c) return
+    while (this.pending.length && !c.paused) {
+      const d = this.pending.shift()!
+      this.pendingBytes -= d.length
+      c.events?.data(d, null)
+    }
+    if (this.pendingBytes < PEER_WINDOW_BYTES) this.emit('drain')
+  }
+
+  /** FIN from the peer. */
+  end(): void {
+    if (this.ended) return
+    this.ended = true
+    this.inner?.events?.end()
+  }
+
+  destroy(): void {
+    this.reset = true
+    this.inner?.events?.error('ECONNRESET', 'peer reset')
+  }
+
+  /** Called by the engine side. */
+  deliver(data: Uint8Array): void {
+    if (this.keepReceived) this.received.push(data)
+    this.receivedBytes += data.length
+    this.emit('data', data)
+  }
+
+  remoteEnded(): void {
+    this.emit('end')
+  }
+
+  text(): string {
+    return Buffer.concat(this.received).toString('latin1')
+  }
+}
+
+export class MemoryConn implements TransportConn {
+  readonly local: Addr
+  readonly remote: Addr | null
+  events: ConnEvents | null = null
+  paused = false
+  closed = false
+  private readonly peer: MemoryPeer | null
+  private readonly dgram: MemoryUdp | null
+
+  constructor(local: Addr, remote: Addr | null, peer: MemoryPeer | null, dgram: MemoryUdp | null = null) {
+    this.local = local
+    this.remote = remote
+    this.peer = peer
+    this.dgram = dgram
+  }
+
+  write(data: Uint8Array, addr: Addr | null, done: () => void): void {
+    if (this.closed) return done()
+    if (this.dgram) this.dgram.net.sendDatagram(this.local, addr ?? this.remote, data)
+    else this.peer?.deliver(data)
+    done()
+  }
+
+  pause(): void {
+    this.paused = true
+  }
+
+  resume(): void {
+    this.paused = false
+    this.peer?.flush()
+  }
+
+  end(): void {
+    if (this.closed) return
+    this.closed = true
+    this.peer?.remoteEnded()
+    this.dgram?.net.unbindUdp(this.local.port)
+  }
+
+  destroy(): void {
+    this.end()
+  }
+}
+
+/** A datagram endpoint on the memory network (a test's UDP peer, or a bound engine socket). */
+export class MemoryUdp extends EventEmitter {
+  readonly net: MemoryNetwork
+  readonly local: Addr
+  conn: MemoryConn | null = null
+  received: Array<{ data: Uint8Array; from: Addr }> = []
+
+  constructor(net: MemoryNetwork, local: Addr) {
+    super()
+    this.net = net
+    this.local = local
+  }
+
+  send(data: Uint8Array, to: Addr): void {
+    this.net.sendDatagram(this.local, to, data.slice())
+  }
+
+  deliver(data: Uint8Array, from: Addr): void {
+    if (this.conn) {
+      if (!this.conn.paused) this.conn.events?.data(data, from)
+      return
+    }
+    this.received.push({ data, from })
+    this.emit('message', data, from)
+  }
+}
+
+export class MemoryNetwork implements Transport {
+  readonly name = 'memory'
+  private listeners = new Map<number, (conn: MemoryConn) => void>()
+  private servers = new Map<number, (peer: MemoryPeer) => void>()
+  private udps = new Map<number, MemoryUdp>()
+  private nextEphemeral = 40000
+  readonly host = 'mem'
+
+  // ---- the engine side (chassis) ---------------------------------------------------------------
+
+  async connect(_host: string, port: number): Promise<TransportConn> {
+    const serve = this.servers.get(port)
+    if (!serve) throw Object.assign(new Error(`memory: connection refused on port ${port}`), { code: 'ECONNREFUSED' })
+    const local = { address: this.host, port: this.nextEphemeral++ }
+    const peer = new MemoryPeer(local)
+    const conn = new MemoryConn(local, { address: this.host, port }, peer)
+    peer.attach(conn)
+    queueMicrotask(() => serve(peer))
+    return conn
+  }
+
+  async listen(_host: string, port: number, onAccept: (conn: TransportConn) => void): Promise<TransportListener> {
+    if (this.listeners.has(port)) throw Object.assign(new Error(`memory: port ${port} in use`), { code: 'EADDRINUSE' })
+    this.listeners.set(port, onAccept as (conn: MemoryConn) => void)
+    return { local: { address: this.host, port }, close: () => this.listeners.delete(port) }
+  }
+
+  async udp(_host: string, port: number): Promise<TransportConn> {
+    if (this.udps.has(port)) throw Object.assign(new Error(`memory: udp port ${port} in use`), { code: 'EADDRINUSE' })
+    const ep = new MemoryUdp(this, { address: this.host, port })
+    const conn = new MemoryConn(ep.local, null, null, ep)
+    ep.conn = conn
+    this.udps.set(port, ep)
+    return conn
+  }
+
+  // ---- the far side (tests, demo) --------------------------------------------------------------
+
+  /** Connects a peer to an engine listener on `port`. */
+  dial(port: number): MemoryPeer {
+    const accept = this.listeners.get(port)
+    if (!accept) throw new NsrError('ECONNREFUSED', `memory: nothing listens on port ${port}`)
+    const remote = { address: this.host, port: this.nextEphemeral++ }
+    const peer = new MemoryPeer(remote)
+    const conn = new MemoryConn({ address: this.host, port }, remote, peer)
+    peer.attach(conn)
+    accept(conn)
+    return peer
+  }
+
+  /** Serves engine connect()s to `port`. */
+  serve(port: number, onPeer: (peer: MemoryPeer) => void): void {
+    this.servers.set(port, onPeer)
+  }
+
+  /** A datagram endpoint for the far side. */
+  udpPeer(port: number): MemoryUdp {
+    const ep = new MemoryUdp(this, { address: this.host, port })
+    this.udps.set(port, ep)
+    return ep
+  }
+
+  sendDatagram(from: Addr, to: Addr | null, data: Uint8Array): void {
+    if (!to) return
+    this.udps.get(to.port)?.deliver(data, from)
+  }
+
+  unbindUdp(port: number): void {
+    this.udps.delete(port)
+  }
+
+  isListening(port: number): boolean {
+    return this.listeners.has(port)
+  }
+}

@@ -1,0 +1,41 @@
+// The L4 transport interface the chassis drives. Three implementations sit behind it: memory
+// (embedded default, engine/chassis/memory.ts), TCP over node:net and UDP over node:dgram
+// (engine/chassis/net.ts). A transport connection outlives any RE: the chassis (host thread) owns it.
+
+import type { Addr } from '../socket/records.ts'
+
+export interface ConnEvents {
+  /** Bytes (stream) or one datagram (with its source address) arrived. */
+  data(data: Uint8Array, addr: Addr | null): void
+  /** The peer closed its side (FIN). */
+  end(): void
+  /** The connection failed (reset, OS error); `code` is errno-style. */
+  error(code: string, message: string): void
+}
+
+export interface TransportConn {
+  readonly local: Addr
+  readonly remote: Addr | null
+  /** Sends one record; `done` is called once the transport has taken it (its bytes may be reused). */
+  write(data: Uint8Array, addr: Addr | null, done: () => void): void
+  /** Stops / restarts reading (the peer's TCP window closes while paused). */
+  pause(): void
+  resume(): void
+  /** Half-closes after everything written (FIN). */
+  end(): void
+  destroy(): void
+  /** Set by the chassis right after the connection is created. */
+  events: ConnEvents | null
+}
+
+export interface TransportListener {
+  readonly local: Addr
+  close(): void
+}
+
+export interface Transport {
+  readonly name: string
+  connect(host: string, port: number, local?: string): Promise<TransportConn>
+  listen(host: string, port: number, onAccept: (conn: TransportConn) => void): Promise<TransportListener>
+  udp(host: string, port: number): Promise<TransportConn>
+}

@@ -1,0 +1,837 @@
+// RoutingEngine: everything one RE runs, sans-IO. The application module's default export gets
+// this object. It owns the RE's sockets (primary) or snoop pairs (secondary), dispatches the
+// messages that arrive from the other RE (KKCM) and from the chassis, and emits frames through
+// two FrameSinks. The worker entry (workers/) wires the sinks and sources to SharedArrayBuffer
+// rings; the simulator (test/sim) wires them to in-memory queues and a ManualClock.
+//
+// Roles: 'primary' | 'secondary'. The only role change is promotion (secondary -> primary),
+// driven by the chassis after the primary died or on a graceful switchover.
+
+import { EventEmitter } from 'node:events'
+import { pack, unpack } from 'msgpackr'
+import { Timer, type Clock } from '../clock.ts'
+import { NsrError } from '../errors.ts'
+import { Flag, MsgType, seqAdd, seqLe, seqLt, type Header } from '../protocol/header.ts'
+import { RecordQueue, Slab, type Addr, type QueuedRecord } from '../socket/records.ts'
+import { Socket, defaultSocketLimits, type SocketHost, type SocketKind, type SocketLimits } from '../socket/socket.ts'
+import { InitStep, SR } from '../sdrl/flags.ts'
+import { SrPrimary, type PrimaryHost } from '../sdrl/primary.ts'
+import { SnoopPair, type SocketParams } from '../sdrl/secondary.ts'
+import { decodeAddr, type FrameSink } from './sink.ts'
+
+export type Role = 'primary' | 'secondary'
+
+export interface ReOptions {
+  id: string
+  role: Role
+  clock: Clock
+  limits?: Partial<SocketLimits>
+  /** Per-socket bytes a secondary holds for the primary (its advertised window). */
+  snoopBufBytes?: number
+  /** RE-wide bytes a secondary may hold before it flags CONGESTED (writes get ENOBUFS). */
+  congestionBytes?: number
+  ackTimeoutMs?: number
+  keepaliveIntervalMs?: number
+  deadIntervalMs?: number
+}
+
+export const reDefaults = {
+  snoopBufBytes: 1024 * 1024,
+  congestionBytes: 256 * 1024 * 1024,
+  ackTimeoutMs: 2000,
+  keepaliveIntervalMs: 50,
+  deadIntervalMs: 150,
+}
+
+/** What the chassis says about each socket when it promotes a secondary. */
+export interface PromoteInfo {
+  sockets: Record<number, { txSeq: number; txCredit: number }>
+}
+
+interface Pending {
+  resolve: (v: Record<string, unknown>) => void
+  reject: (e: NsrError) => void
+}
+
+const RX_CREDIT_BATCH_DIVISOR = 4
+
+export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHost {
+  readonly id: string
+  role: Role
+  readonly clock: Clock
+  readonly limits: SocketLimits
+  readonly ackTimeoutMs: number
+  readonly snoopBufBytes: number
+  readonly congestionBytes: number
+  readonly keepaliveIntervalMs: number
+  readonly deadIntervalMs: number
+
+  readonly sockets = new Map<number, Socket>()
+  readonly pairs = new Map<number, SnoopPair>()
+  private peerSink: FrameSink | null = null
+  private chassis: FrameSink
+  private nextReq = 1
+  private pending = new Map<number, Pending>()
+  private cmdBacklog: Array<{ seq: number; payload: Uint8Array }> = []
+  private cmdWaiting = false
+  private rxCredit = new Map<number, number>()
+  private rxCreditScheduled = false
+  private acksDue = new Set<SnoopPair>()
+  private congested = false
+  private heldBytes = 0
+  private lastPeerHeard = 0
+  private readonly keepaliveTimer: Timer
+  private readonly slab = new Slab()
+  private readonly replicateWanted = new Set<number>()
+  private lastSyncReport = ''
+  /** Set by quiesce(): every write() fails with EAGAIN (a graceful switchover is under way). */
+  frozen = false
+  readonly counters = {
+    rejected: 0,
+    rejectReasons: {} as Record<string, number>,
+    ackTimeouts: 0,
+    initRetries: 0,
+    peerMessages: 0,
+    chassisMessages: 0,
+    acksSent: 0,
+    flowctlSent: 0,
+    keepalivesSent: 0,
+    keepalivesHeard: 0,
+    resumeGaps: 0,
+    resentAfterTakeover: 0,
+    lostAtTakeover: 0,
+    unreadSentAtMerge: 0,
+    rxDropped: 0,
+    hookErrors: 0,
+  }
+
+  constructor(opts: ReOptions, chassis: FrameSink) {
+    super()
+    this.id = opts.id
+    this.role = opts.role
+    this.clock = opts.clock
+    this.limits = { ...defaultSocketLimits, ...opts.limits }
+    this.ackTimeoutMs = opts.ackTimeoutMs ?? reDefaults.ackTimeoutMs
+    this.snoopBufBytes = opts.snoopBufBytes ?? reDefaults.snoopBufBytes
+    this.congestionBytes = opts.congestionBytes ?? reDefaults.congestionBytes
+    this.keepaliveIntervalMs = opts.keepaliveIntervalMs ?? reDefaults.keepaliveIntervalMs
+    this.deadIntervalMs = opts.deadIntervalMs ?? reDefaults.deadIntervalMs
+    this.chassis = chassis
+    this.keepaliveTimer = new Timer(this.clock, 'keepalive', () => this.onKeepaliveTick())
+    this.keepaliveTimer.start(this.keepaliveIntervalMs)
+    // An 'error' event with no listener would throw out of the dispatcher (invariant 7).
+    this.on('error', () => {})
+  }
+
+  // ---- public API for applications -------------------------------------------------------------
+
+  connect(opts: { host?: string; port: number; transport?: 'tcp' | 'memory'; local?: string }): Promise<Socket> {
+    this.requirePrimary('connect')
+    return this.request({ op: 'connect', host: opts.host ?? '127.0.0.1', port: opts.port, transport: opts.transport ?? 'memory', local: opts.local }).then((r) =>
+      this.adopt(r, 'tcp'),
+    )
+  }
+
+  listen(opts: { host?: string; port: number; transport?: 'tcp' | 'memory'; replicate?: boolean }): Promise<Socket> {
+    this.requirePrimary('listen')
+    const replicate = opts.replicate ?? true
+    return this.request({ op: 'listen', host: opts.host ?? '127.0.0.1', port: opts.port, transport: opts.transport ?? 'memory', replicate }).then((r) => {
+      const sock = this.adopt(r, 'listen')
+      if (replicate && this.peerSink) void this.replicate(sock).catch(() => {})
+      else if (replicate) this.replicateWanted.add(sock.handle)
+      return sock
+    })
+  }
+
+  udp(opts: { host?: string; port: number; transport?: 'udp' | 'memory' }): Promise<Socket> {
+    this.requirePrimary('udp')
+    return this.request({ op: 'udp', host: opts.host ?? '127.0.0.1', port: opts.port, transport: opts.transport ?? 'memory' }).then((r) => this.adopt(r, 'udp'))
+  }
+
+  /** Secondary: the read-only snoop pair for `handle` (created now if the handshake has not begun). */
+  split(handle: number): SnoopPair {
+    if (this.role !== 'secondary') throw new NsrError('EINVAL', 'split() is for the secondary RE')
+    let pair = this.pairs.get(handle)
+    if (!pair) {
+      pair = this.newPair(handle)
+      this.pairs.set(handle, pair)
+    }
+    return pair
+  }
+
+  /** After promotion: the live socket merged from the snoop pair of `handle`. */
+  merge(handle: number): Socket {
+    const sock = this.sockets.get(handle)
+    if (!sock) throw new NsrError('ENOENT', `no merged socket for handle ${handle}`)
+    return sock
+  }
+
+  /** The application's own out-of-band message to the other RE (msgpackr). False when none or full. */
+  sendToPeer(msg: unknown): boolean {
+    if (!this.peerSink) return false
+    return this.peerSink.send(MsgType.PEER_MSG, 0, 0, 0, 0, 0, pack(msg))
+  }
+
+  get hasPeer(): boolean {
+    return this.peerSink !== null
+  }
+
+  // ---- SocketHost ------------------------------------------------------------------------------
+
+  transmit(sock: Socket, rec: QueuedRecord): boolean {
+    const flags = sock.kind === 'udp' && rec.addr ? Flag.DATAGRAM : 0
+    return this.chassis.send(MsgType.TX, flags, sock.handle, rec.seq, 0, 0, rec.data, flags ? rec.addr : null)
+  }
+
+  retryTransmit(sock: Socket): void {
+    this.chassis.whenRoom(() => sock.pump())
+  }
+
+  rxConsumed(sock: Socket, bytes: number): void {
+    this.addRxCredit(sock.handle, bytes, sock.limits.rcvbufBytes)
+  }
+
+  closeTransport(sock: Socket): void {
+    this.sockets.delete(sock.handle)
+    this.replicateWanted.delete(sock.handle)
+    void this.request({ op: 'close', handle: sock.handle }).catch(() => {})
+  }
+
+  replicate(sock: Socket): Promise<void> {
+    if (this.role !== 'primary') return Promise.reject(new NsrError('EINVAL', 'replicate() is for the primary RE'))
+    this.replicateWanted.add(sock.handle)
+    const sr = sock.sr as SrPrimary | null
+    if (sr && (sr.functional || sr.initializing)) return sr.functional ? Promise.resolve() : sr.start()
+    if (!this.peerSink) return Promise.reject(new NsrError('ENOTCONN', 'no secondary RE is up; replication starts when one is'))
+    const ext = sr ?? new SrPrimary(sock, this)
+    return ext.start()
+  }
+
+  unreplicate(sock: Socket): void {
+    this.replicateWanted.delete(sock.handle)
+    const sr = sock.sr as SrPrimary | null
+    if (sr) sr.teardown('unreplicate', true)
+  }
+
+  // ---- PrimaryHost -----------------------------------------------------------------------------
+
+  peer(): FrameSink | null {
+    return this.peerSink
+  }
+
+  encodeParams(sock: Socket): Uint8Array {
+    const p: SocketParams = {
+      kind: sock.kind,
+      local: sock.local,
+      remote: sock.remote,
+      parent: sock.parent,
+      sndSeq: sock.sndSeq,
+      txSeq: sock.txSeq,
+      rcvSeq: sock.rcvSeq,
+      sndOffset: sock.sndOffset - sock.snd.bytes,
+      rcvOffset: sock.rcvOffset,
+    }
+    return pack(p)
+  }
+
+  replicationChanged(sock: Socket, functional: boolean, reason: string): void {
+    sock.emit('replication', { functional, reason })
+    if (!functional && reason !== 'unreplicate' && reason !== 'peer-unreplicate') this.emit('replication-error', { handle: sock.handle, reason })
+    this.reportSync()
+  }
+
+  prl(sock: Socket, op: 'hold' | 'release' | 'off'): void {
+    const req = this.request({ op: 'prl', handle: sock.handle, mode: op })
+    if (op === 'hold') {
+      req.then(
+        () => (sock.sr as SrPrimary | null)?.onHeld(),
+        (err) => (sock.sr as SrPrimary | null)?.fail(`prl-hold: ${err.message}`),
+      )
+    } else req.catch(() => {})
+  }
+
+  // ---- KKCM peer attach/detach ------------------------------------------------------------------
+
+  /** A (new) secondary is reachable through `sink`. Replication restarts on every socket that wants it. */
+  attachPeer(sink: FrameSink): void {
+    this.peerSink = sink
+    this.lastPeerHeard = this.clock.now()
+    if (this.role !== 'primary') return
+    for (const handle of this.replicateWanted) {
+      const sock = this.sockets.get(handle)
+      if (sock) void this.replicate(sock).catch(() => {})
+    }
+    this.emit('secondary-up')
+    this.reportSync()
+  }
+
+  /** The other RE is gone (worker exit, or keepalive silence). */
+  peerLost(reason: string): void {
+    if (!this.peerSink) return
+    this.peerSink = null
+    if (this.role === 'primary') {
+      for (const sock of this.sockets.values()) {
+        const sr = sock.sr as SrPrimary | null
+        if (sr && sr.state !== 0 && (sr.functional || sr.initializing)) sr.fail(`peer-lost: ${reason}`)
+      }
+      this.emit('replication-down', { reason })
+    }
+    this.reportSync()
+  }
+
+  // ---- dispatch: messages from the other RE ----------------------------------------------------
+
+  onPeerMessage(h: Header, bytes: Uint8Array, off: number): void {
+    this.counters.peerMessages++
+    this.lastPeerHeard = this.clock.now()
+    try {
+      if (this.role === 'primary') this.primaryPeerMessage(h, bytes, off)
+      else this.secondaryPeerMessage(h, bytes, off)
+    } catch (err) {
+      this.reject(`peer-handler-threw: ${(err as Error).message}`)
+    }
+  }
+
+  /** End of one drained batch of KKCM messages: coalesced acks go out now. */
+  onPeerBatchEnd(): void {
+    for (const pair of this.acksDue) this.sendAck(pair)
+    this.acksDue.clear()
+    this.peerSink?.flush()
+  }
+
+  private primaryPeerMessage(h: Header, bytes: Uint8Array, off: number): void {
+    switch (h.type) {
+      case MsgType.ACK:
+      case MsgType.FLOWCTL: {
+        const sr = this.srOf(h.handle)
+        if (!sr) return this.reject('ack-unknown-handle')
+        const why = sr.onAck(h.ack, h.credit, (h.flags & Flag.CONGESTED) !== 0)
+        if (why) this.reject(why)
+        return
+      }
+      case MsgType.INIT_ACK: {
+        const sr = this.srOf(h.handle)
+        if (!sr) return this.reject('init-ack-unknown-handle')
+        if (h.seq === InitStep.DONE) sr.setInitialCredit(h.credit)
+        const why = sr.onInitAck(h.seq)
+        if (why) this.reject(why)
+        return
+      }
+      case MsgType.INIT_NAK: {
+        const sr = this.srOf(h.handle)
+        if (!sr) return this.reject('init-nak-unknown-handle')
+        sr.fail('secondary-refused')
+        return
+      }
+      case MsgType.UNREPLICATE: {
+        const sock = this.sockets.get(h.handle)
+        const sr = this.srOf(h.handle)
+        if (!sock || !sr) return this.reject('unreplicate-unknown-handle')
+        this.replicateWanted.delete(h.handle)
+        sr.teardown('peer-unreplicate', false)
+        return
+      }
+      case MsgType.KEEPALIVE:
+        this.counters.keepalivesHeard++
+        return
+      case MsgType.PEER_MSG:
+        return this.peerMsg(bytes, off, h.length)
+      default:
+        return this.reject(`primary-unexpected-type-${h.type}`)
+    }
+  }
+
+  private secondaryPeerMessage(h: Header, bytes: Uint8Array, off: number): void {
+    switch (h.type) {
+      case MsgType.REPLICATE: {
+        const pair = this.pairs.get(h.handle)
+        if (!pair) return this.reject('replicate-unknown-handle')
+        let addr: Addr | null = null
+        let start = off
+        const end = off + h.length
+        if (h.flags & Flag.DATAGRAM) {
+          const d = decodeAddr(bytes, off, end)
+          if (!d) return this.reject('replicate-bad-address')
+          addr = d.addr
+          start = d.next
+        }
+        const before = pair.heldBytes()
+        const why = pair.replicate(h.seq, h.ack, this.slab.copy(bytes.subarray(start, end)), addr, (h.flags & Flag.ACK_REQUIRED) !== 0)
+        if (why) return this.reject(why)
+        this.heldBytes += pair.heldBytes() - before
+        this.updateCongestion()
+        if (pair.ackNow) this.sendAck(pair)
+        else this.acksDue.add(pair)
+        return
+      }
+      case MsgType.TXDONE: {
+        const pair = this.pairs.get(h.handle)
+        if (!pair) return this.reject('txdone-unknown-handle')
+        const before = pair.heldBytes()
+        pair.trim(h.ack)
+        this.heldBytes += pair.heldBytes() - before
+        this.updateCongestion()
+        this.maybeFlowctl(pair)
+        return
+      }
+      case MsgType.INIT_PARAMS: {
+        let params: SocketParams
+        try {
+          params = unpack(bytes.subarray(off, off + h.length)) as SocketParams
+        } catch {
+          return this.nak(h.handle, 'params-undecodable')
+        }
+        let pair = this.pairs.get(h.handle)
+        const fresh = !pair || pair.params !== null
+        if (!pair || pair.params) {
+          if (pair) this.dropPair(pair)
+          pair = this.newPair(h.handle)
+          this.pairs.set(h.handle, pair)
+        }
+        const why = pair.setParams(params)
+        if (why) return this.nak(h.handle, why)
+        this.initAck(pair, InitStep.PARAMS)
+        if (fresh || pair.listenerCount('params') === 0) {
+          this.emit('split', pair)
+          if (params.parent) this.pairs.get(params.parent)?.emit('connection', pair)
+        }
+        pair.emit('params', params)
+        return
+      }
+      case MsgType.INIT_RCVDATA:
+      case MsgType.INIT_SNDDATA: {
+        const pair = this.pairs.get(h.handle)
+        if (!pair) return this.reject('initdata-unknown-handle')
+        let addr: Addr | null = null
+        let start = off
+        const end = off + h.length
+        if (h.flags & Flag.DATAGRAM) {
+          const d = decodeAddr(bytes, off, end)
+          if (!d) return this.nak(h.handle, 'initdata-bad-address')
+          addr = d.addr
+          start = d.next
+        }
+        const fin = (h.flags & Flag.FIN) !== 0
+        const data = fin ? new Uint8Array(0) : this.slab.copy(bytes.subarray(start, end))
+        const before = pair.heldBytes()
+        const why = h.type === MsgType.INIT_RCVDATA ? pair.setRcvData(h.seq, data, addr, fin) : pair.setSndData(h.seq, data, addr, fin)
+        this.heldBytes += pair.heldBytes() - before
+        if (why) return this.nak(h.handle, why)
+        if (fin) this.initAck(pair, h.type === MsgType.INIT_RCVDATA ? InitStep.RCVDATA : InitStep.SNDDATA)
+        return
+      }
+      case MsgType.INIT_DONE: {
+        const pair = this.pairs.get(h.handle)
+        if (!pair) return this.reject('done-unknown-handle')
+        const why = pair.done()
+        if (why) return this.nak(h.handle, why)
+        this.initAck(pair, InitStep.DONE)
+        return
+      }
+      case MsgType.FUNCTIONAL: {
+        const pair = this.pairs.get(h.handle)
+        if (!pair) return this.reject('functional-unknown-handle')
+        const why = pair.functionalNow()
+        if (why) return this.reject(why)
+        pair.emit('functional')
+        this.reportSync()
+        return
+      }
+      case MsgType.UNREPLICATE: {
+        const pair = this.pairs.get(h.handle)
+        if (!pair) return this.reject('unreplicate-unknown-handle')
+        this.dropPair(pair)
+        pair.emit('unreplicated')
+        return
+      }
+      case MsgType.KEEPALIVE:
+        this.counters.keepalivesHeard++
+        return
+      case MsgType.PEER_MSG:
+        return this.peerMsg(bytes, off, h.length)
+      default:
+        return this.reject(`secondary-unexpected-type-${h.type}`)
+    }
+  }
+
+  private peerMsg(bytes: Uint8Array, off: number, len: number): void {
+    let msg: unknown
+    try {
+      msg = unpack(bytes.subarray(off, off + len))
+    } catch {
+      return this.reject('peer-msg-undecodable')
+    }
+    this.emit('peer-message', msg)
+  }
+
+  private initAck(pair: SnoopPair, step: InitStep): void {
+    const credit = step === InitStep.DONE ? pair.window() : 0
+    if (step === InitStep.DONE) pair.lastCredit = credit
+    if (!this.peerSink?.send(MsgType.INIT_ACK, 0, pair.handle, step, pair.seq, credit, null)) this.peerSink?.whenRoom(() => this.initAck(pair, step))
+  }
+
+  private nak(handle: number, why: string): void {
+    this.reject(why)
+    this.peerSink?.send(MsgType.INIT_NAK, 0, handle, 0, 0, 0, null)
+    const pair = this.pairs.get(handle)
+    if (pair) this.dropPair(pair)
+  }
+
+  private sendAck(pair: SnoopPair): void {
+    pair.ackNow = false
+    if (!this.peerSink || !pair.functional) return
+    const credit = pair.window()
+    const flags = this.congested ? Flag.CONGESTED : 0
+    if (this.peerSink.send(MsgType.ACK, flags, pair.handle, pair.seq, pair.seq, credit, null)) {
+      pair.ack = pair.seq
+      pair.lastCredit = credit
+      pair.ackDue = false
+      this.counters.acksSent++
+    } else this.peerSink.whenRoom(() => this.sendAck(pair))
+  }
+
+  /** After the app read snoop data or records were trimmed: advertise a window that grew a lot. */
+  private maybeFlowctl(pair: SnoopPair): void {
+    if (!this.peerSink || !pair.functional) return
+    const w = pair.window()
+    if (w - pair.lastCredit < this.snoopBufBytes / 8 && !(pair.lastCredit < this.limits.maxRecordBytes && w >= this.limits.maxRecordBytes)) return
+    const flags = this.congested ? Flag.CONGESTED : 0
+    if (this.peerSink.send(MsgType.FLOWCTL, flags, pair.handle, pair.seq, pair.ack, w, null)) {
+      pair.lastCredit = w
+      this.counters.flowctlSent++
+    }
+  }
+
+  private updateCongestion(): void {
+    const was = this.congested
+    if (!was && this.heldBytes > this.congestionBytes) this.congested = true
+    else if (was && this.heldBytes < this.congestionBytes / 2) this.congested = false
+    if (was && !this.congested) for (const pair of this.pairs.values()) this.sendAck(pair)
+  }
+
+  private newPair(handle: number): SnoopPair {
+    const onRead = (pair: SnoopPair, n: number) => {
+      this.heldBytes -= n
+      this.updateCongestion()
+      this.maybeFlowctl(pair)
+    }
+    const onRecvRead = (pair: SnoopPair, n: number) => {
+      this.heldBytes -= n
+      this.addRxCredit(pair.handle, n, this.limits.rcvbufBytes)
+    }
+    return new SnoopPair(handle, this.snoopBufBytes, onRead, onRecvRead)
+  }
+
+  private dropPair(pair: SnoopPair): void {
+    this.heldBytes -= pair.heldBytes()
+    this.pairs.delete(pair.handle)
+    this.acksDue.delete(pair)
+    this.reportSync()
+  }
+
+  private srOf(handle: number): SrPrimary | null {
+    const sock = this.sockets.get(handle)
+    return sock ? (sock.sr as SrPrimary | null) : null
+  }
+
+  private reject(reason: string): void {
+    this.counters.rejected++
+    this.counters.rejectReasons[reason] = (this.counters.rejectReasons[reason] ?? 0) + 1
+    this.emit('reject', reason)
+  }
+
+  // ---- dispatch: messages from the chassis -----------------------------------------------------
+
+  onChassisMessage(h: Header, bytes: Uint8Array, off: number): void {
+    this.counters.chassisMessages++
+    try {
+      switch (h.type) {
+        case MsgType.RX:
+          return this.onRx(h, bytes, off)
+        case MsgType.TX_CREDIT: {
+          const sock = this.sockets.get(h.handle)
+          if (sock) sock.addTxCredit(h.credit)
+          return
+        }
+        case MsgType.EVENT:
+          return this.onEvent(h, bytes, off)
+        default:
+          this.emit('chassis-message', h, bytes, off)
+      }
+    } catch (err) {
+      this.reject(`chassis-handler-threw: ${(err as Error).message}`)
+    }
+  }
+
+  onChassisBatchEnd(): void {
+    this.chassis.flush()
+  }
+
+  private onRx(h: Header, bytes: Uint8Array, off: number): void {
+    let addr: Addr | null = null
+    let start = off
+    const end = off + h.length
+    if (h.flags & Flag.DATAGRAM) {
+      const d = decodeAddr(bytes, off, end)
+      if (!d) return this.reject('rx-bad-address')
+      addr = d.addr
+      start = d.next
+    }
+    const ended = (h.flags & (Flag.FIN | Flag.RST)) !== 0 && end === start
+    if (this.role === 'primary') {
+      const sock = this.sockets.get(h.handle)
+      if (!sock) {
+        this.counters.rxDropped++
+        return
+      }
+      if (ended) return sock.peerClosed(h.flags & Flag.RST ? new NsrError('ECONNRESET', `socket ${h.handle}: connection reset`) : null)
+      sock.deliver(this.slab.copy(bytes.subarray(start, end)), addr)
+    } else {
+      const pair = this.pairs.get(h.handle)
+      if (!pair) {
+        this.counters.rxDropped++
+        return
+      }
+      const before = pair.heldBytes()
+      pair.received(ended ? new Uint8Array(0) : this.slab.copy(bytes.subarray(start, end)), addr, ended)
+      this.heldBytes += pair.heldBytes() - before
+    }
+  }
+
+  private onEvent(h: Header, bytes: Uint8Array, off: number): void {
+    let ev: Record<string, unknown>
+    try {
+      ev = unpack(bytes.subarray(off, off + h.length)) as Record<string, unknown>
+    } catch {
+      return this.reject('event-undecodable')
+    }
+    if (h.ack !== 0) {
+      const p = this.pending.get(h.ack)
+      if (!p) return this.reject('event-unknown-request')
+      this.pending.delete(h.ack)
+      if (ev.ok) p.resolve(ev)
+      else p.reject(new NsrError((ev.code as NsrError['code']) ?? 'EINVAL', String(ev.message ?? 'chassis refused')))
+      return
+    }
+    if (ev.ev === 'accepted' && this.role === 'primary') {
+      const listener = this.sockets.get(ev.listen as number)
+      const sock = this.adopt(ev, 'tcp')
+      sock.parent = (ev.listen as number) ?? 0
+      if (listener && this.replicateWanted.has(listener.handle) && this.peerSink) {
+        void this.replicate(sock).catch(() => {})
+      } else if (listener && this.replicateWanted.has(listener.handle)) this.replicateWanted.add(sock.handle)
+      listener?.emit('connection', sock)
+      return
+    }
+    if (ev.ev === 'closed') {
+      const sock = this.sockets.get(ev.handle as number)
+      if (sock) {
+        sock.peerClosed(ev.code ? new NsrError(ev.code as NsrError['code'], String(ev.message ?? 'closed')) : null)
+      }
+      return
+    }
+    this.emit('chassis-event', ev)
+  }
+
+  private adopt(r: Record<string, unknown>, kind: SocketKind): Socket {
+    const sock = new Socket(this, r.handle as number, kind, this.limits, (r.local as Addr) ?? null, (r.remote as Addr) ?? null)
+    sock.txCredit = (r.txCredit as number) ?? 0
+    this.sockets.set(sock.handle, sock)
+    return sock
+  }
+
+  // ---- requests to the chassis (msgpackr CMD, reply EVENT with ack = request id) ---------------
+
+  request(cmd: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const seq = this.nextReq
+    this.nextReq = this.nextReq === 0x7fffffff ? 1 : this.nextReq + 1
+    const payload = pack(cmd)
+    return new Promise((resolve, reject) => {
+      this.pending.set(seq, { resolve, reject })
+      this.cmdBacklog.push({ seq, payload })
+      this.flushCmds()
+    })
+  }
+
+  private flushCmds(): void {
+    while (this.cmdBacklog.length) {
+      const c = this.cmdBacklog[0]
+      if (!this.chassis.send(MsgType.CMD, 0, 0, c.seq, 0, 0, c.payload)) {
+        if (!this.cmdWaiting) {
+          this.cmdWaiting = true
+          this.chassis.whenRoom(() => {
+            this.cmdWaiting = false
+            this.flushCmds()
+          })
+        }
+        return
+      }
+      this.cmdBacklog.shift()
+    }
+    this.chassis.flush()
+  }
+
+  private addRxCredit(handle: number, bytes: number, window: number): void {
+    const total = (this.rxCredit.get(handle) ?? 0) + bytes
+    this.rxCredit.set(handle, total)
+    if (total >= window / RX_CREDIT_BATCH_DIVISOR) this.flushRxCredit()
+    else if (!this.rxCreditScheduled) {
+      this.rxCreditScheduled = true
+      queueMicrotask(() => this.flushRxCredit())
+    }
+  }
+
+  private flushRxCredit(): void {
+    this.rxCreditScheduled = false
+    for (const [handle, n] of this.rxCredit) {
+      if (n === 0) continue
+      if (!this.chassis.send(MsgType.RX_CREDIT, 0, handle, 0, 0, n, null)) {
+        this.chassis.whenRoom(() => this.flushRxCredit())
+        return
+      }
+      this.rxCredit.delete(handle)
+    }
+    this.chassis.flush()
+  }
+
+  /** Tells the chassis how many replicated sockets are functional (drives chassis.ready()). */
+  reportSync(): void {
+    if (this.role !== 'primary') return
+    let total = 0
+    let functional = 0
+    for (const handle of this.replicateWanted) {
+      if (!this.sockets.has(handle)) continue
+      total++
+      if ((this.srOf(handle)?.state ?? 0) & SR.SR_REP_FUNCTIONAL) functional++
+    }
+    const key = `${total}/${functional}/${this.peerSink ? 1 : 0}`
+    if (key === this.lastSyncReport) return
+    this.lastSyncReport = key
+    void this.request({ op: 'sync', total, functional, peer: this.peerSink !== null }).catch(() => {})
+  }
+
+  // ---- keepalive -------------------------------------------------------------------------------
+
+  private onKeepaliveTick(): void {
+    this.keepaliveTimer.start(this.keepaliveIntervalMs)
+    this.emit('tick')
+    if (!this.peerSink) return
+    if (this.peerSink.send(MsgType.KEEPALIVE, 0, 0, 0, 0, 0, null)) this.counters.keepalivesSent++
+    this.peerSink.flush()
+    if (this.clock.now() - this.lastPeerHeard > this.deadIntervalMs && this.role === 'primary') this.peerLost('keepalive-silence')
+  }
+
+  // ---- promotion (secondary -> primary) --------------------------------------------------------
+
+  /**
+   * Becomes the primary. The caller has drained every message the old primary left in the KKCM.
+   * Each complete snoop pair merges into a live socket (seed 7.4 A) that resumes transmission right
+   * after the last record the chassis accepted. Returns the handles adopted and those lost.
+   */
+  promote(info: PromoteInfo): { adopted: number[]; lost: number[] } {
+    if (this.role !== 'secondary') throw new NsrError('EINVAL', `RE ${this.id} is already primary`)
+    this.onPeerBatchEnd()
+    this.role = 'primary'
+    this.peerSink = null
+    this.acksDue.clear()
+    const adopted: number[] = []
+    const lost: number[] = []
+    const merged: Socket[] = []
+    for (const pair of [...this.pairs.values()]) {
+      this.pairs.delete(pair.handle)
+      const p = pair.params
+      if (!pair.complete || !p) {
+        lost.push(pair.handle)
+        this.counters.lostAtTakeover++
+        continue
+      }
+      const t = info.sockets[pair.handle] ?? { txSeq: pair.txDoneSeq, txCredit: 0 }
+      const sock = new Socket(this, pair.handle, p.kind, this.limits, p.local, p.remote)
+      sock.parent = p.parent
+      sock.txCredit = t.txCredit
+      sock.sndSeq = pair.seq
+      sock.sndOffset = pair.send.offset
+      if (seqLt(pair.seq, t.txSeq)) {
+        // The transport took a record the secondary never saw: cannot happen if invariant 1 held.
+        this.counters.resumeGaps++
+        sock.sndSeq = t.txSeq
+      }
+      if (seqLt(t.txSeq, pair.txDoneSeq)) this.counters.resumeGaps++
+      sock.txSeq = seqLt(t.txSeq, pair.txDoneSeq) ? pair.txDoneSeq : t.txSeq
+      for (const rec of pair.retained) {
+        if (seqLe(rec.seq, sock.txSeq)) continue
+        sock.snd.pushOwned(rec.seq, rec.data, rec.addr)
+        this.counters.resentAfterTakeover++
+      }
+      for (const rec of pair.recv.queue) sock.rcv.pushOwned(rec.seq, rec.data, rec.addr)
+      sock.rcvSeq = pair.recv.seq
+      sock.rcvOffset = pair.recv.offset
+      if (pair.recv.ended) sock.peerEnded = true
+      this.counters.unreadSentAtMerge += pair.send.queue.length
+      this.sockets.set(sock.handle, sock)
+      this.replicateWanted.add(sock.handle)
+      adopted.push(sock.handle)
+      merged.push(sock)
+    }
+    this.heldBytes = 0
+    this.congested = false
+    for (const sock of merged) sock.pump()
+    this.chassis.flush()
+    this.emit('mastership', { adopted, lost })
+    this.reportSync()
+    return { adopted, lost }
+  }
+
+  /**
+   * Graceful switchover, primary side: writes are refused (EAGAIN) from now on, and this resolves
+   * once the secondary has acknowledged every record (true) or after `timeoutMs` (false). The
+   * chassis then retires this RE and promotes the secondary, so nothing is lost.
+   */
+  quiesce(timeoutMs: number): Promise<boolean> {
+    this.frozen = true
+    const settled = (): boolean => {
+      for (const sock of this.sockets.values()) {
+        const sr = sock.sr as SrPrimary | null
+        if (sr && sr.functional && sr.ack !== sock.sndSeq) return false
+      }
+      return true
+    }
+    const deadline = this.clock.now() + timeoutMs
+    return new Promise((resolve) => {
+      const check = (): void => {
+        this.peerSink?.flush()
+        if (settled()) return resolve(true)
+        if (this.clock.now() >= deadline) return resolve(false)
+        this.clock.schedule(1, check)
+      }
+      check()
+    })
+  }
+
+  private requirePrimary(what: string): void {
+    if (this.role !== 'primary') throw new NsrError('EINVAL', `${what}() is for the primary RE; the secondary follows through split()`)
+  }
+
+  stats() {
+    const sockets = [...this.sockets.values()].map((s) => ({
+      handle: s.handle,
+      kind: s.kind,
+      state: s.state,
+      sndSeq: s.sndSeq,
+      txSeq: s.txSeq,
+      pendingRecords: s.snd.length,
+      pendingBytes: s.snd.bytes,
+      unreadBytes: s.rcv.bytes,
+      sr: s.sr ? (s.sr as SrPrimary).snapshot() : null,
+      ...s.counters,
+    }))
+    const pairs = [...this.pairs.values()].map((p) => p.snapshot())
+    return { id: this.id, role: this.role, peer: this.peerSink !== null, congested: this.congested, heldBytes: this.heldBytes, sockets, pairs, counters: { ...this.counters } }
+  }
+
+  close(): void {
+    this.keepaliveTimer.stop()
+  }
+}
+
+export { RecordQueue }

@@ -1,0 +1,109 @@
+// The body of an RE worker thread: builds a RoutingEngine over the rings the chassis handed in
+// workerData, runs the application module's default export with it, pumps the rings, beats the
+// heartbeat the chassis supervisor watches, and exposes the control plane (comlink) to the chassis.
+// workers/re-a.ts and workers/re-b.ts are the entry files (one per slot: Bun wants each worker to
+// have its own entry file).
+
+import { parentPort, workerData } from 'node:worker_threads'
+import { expose } from 'comlink'
+import { systemClock } from '../clock.ts'
+import { openEndpoint, type Endpoint, type Side } from '../kkcm/channel.ts'
+import { portEndpoint } from '../runtime/endpoint.ts'
+import { RingSink, drainNow, pumpRing } from './ring-sink.ts'
+import { RoutingEngine, type PromoteInfo, type ReOptions, type Role } from './re.ts'
+
+export interface ReWorkerData {
+  id: string
+  role: Role
+  app: string // module URL
+  appOptions: unknown
+  chassisSab: SharedArrayBuffer
+  peerSab: SharedArrayBuffer | null
+  peerSide: Side
+  heartbeatSab: SharedArrayBuffer
+  heartbeatIndex: number
+  re: Partial<Omit<ReOptions, 'id' | 'role' | 'clock'>>
+}
+
+export interface ReControl {
+  started(): Promise<boolean>
+  promote(info: PromoteInfo): { adopted: number[]; lost: number[]; ms: number }
+  attachPeer(sab: SharedArrayBuffer, side: Side): void
+  peerLost(reason: string): void
+  quiesce(timeoutMs: number): Promise<boolean>
+  stats(): ReturnType<RoutingEngine['stats']>
+  hang(ms: number): void
+}
+
+export async function runRe(): Promise<void> {
+  const wd = workerData as ReWorkerData
+  const chassis = openEndpoint(wd.chassisSab, 'b')
+  const re = new RoutingEngine({ ...wd.re, id: wd.id, role: wd.role, clock: systemClock }, new RingSink(chassis.tx))
+  const heartbeat = new Int32Array(wd.heartbeatSab)
+  Atomics.add(heartbeat, wd.heartbeatIndex, 1)
+  re.on('tick', () => Atomics.add(heartbeat, wd.heartbeatIndex, 1))
+  ;(re as unknown as { options: unknown }).options = wd.appOptions
+
+  let peer: Endpoint | null = null
+  let peerGen = 0
+  const startPeer = (sab: SharedArrayBuffer, side: Side): void => {
+    peer = openEndpoint(sab, side)
+    const gen = ++peerGen
+    const ep = peer
+    re.attachPeer(new RingSink(ep.tx))
+    void pumpRing(ep.rx, (h, b, o) => re.onPeerMessage(h, b, o), () => re.onPeerBatchEnd(), () => gen !== peerGen)
+  }
+
+  // The app's synchronous part registers its handlers; the rings start pumping right after it, before
+  // its promise settles (an app that awaits listen() or replicate() needs replies to arrive).
+  const started = (async () => {
+    const mod = (await import(wd.app)) as { default?: (re: RoutingEngine) => unknown }
+    if (typeof mod.default !== 'function') throw new Error(`application module ${wd.app} has no default export function`)
+    const result = mod.default(re)
+    void pumpRing(chassis.rx, (h, b, o) => re.onChassisMessage(h, b, o), () => re.onChassisBatchEnd())
+    if (wd.peerSab) startPeer(wd.peerSab, wd.peerSide)
+    await result
+    return true
+  })()
+
+  const control: ReControl = {
+    started: () => started,
+    promote(info) {
+      const t0 = performance.now()
+      // Everything the old primary managed to put on the KKCM is valid: take it all first.
+      if (peer) {
+        peerGen++
+        drainNow(peer.rx, (h, b, o) => re.onPeerMessage(h, b, o), () => re.onPeerBatchEnd())
+        peer = null
+      }
+      const r = re.promote(info)
+      return { ...r, ms: performance.now() - t0 }
+    },
+    attachPeer: (sab, side) => startPeer(sab, side),
+    peerLost(reason) {
+      peerGen++
+      peer?.close()
+      peer = null
+      re.peerLost(reason)
+    },
+    async quiesce(timeoutMs) {
+      return re.quiesce(timeoutMs)
+    },
+    stats: () => re.stats(),
+    hang(ms) {
+      // Fault injection: a hung RE (a busy loop that starves its event loop).
+      const until = performance.now() + ms
+      while (performance.now() < until) {
+        /* spin */
+      }
+    },
+  }
+  expose(control, portEndpoint(parentPort!))
+
+  try {
+    await started
+  } catch (err) {
+    console.error(`RE ${wd.id}: application failed to start:`, err)
+    process.exit(70)
+  }
+}

@@ -1,0 +1,360 @@
+// Primary SDRL: the replication extension of one live socket on the primary RE (the seed's
+// jsr_sock, primary half) and its side of the init handshake (IHA).
+//
+// States (SR_* bits, SRI_* sub-states) and every legal transition:
+//   (none)                         --getHandle-->        SR_INIT_PRIMARY   / SRI_INITINPROGRESS
+//   SR_INIT_PRIMARY/INITINPROGRESS --replicate, held-->  SRI_SENDPARAMS    (INIT_PARAMS sent)
+//   SRI_SENDPARAMS                 --INIT_ACK PARAMS-->  SRI_SENDRCVDATA   (INIT_RCVDATA sent)
+//   SRI_SENDRCVDATA                --INIT_ACK RCVDATA--> SRI_SENDSNDDATA   (INIT_SNDDATA sent)
+//   SRI_SENDSNDDATA                --INIT_ACK SNDDATA--> SRI_DONE          (INIT_DONE sent)
+//   SRI_DONE                       --INIT_ACK DONE-->    SR_REP_PRIMARY|SR_REP_FUNCTIONAL (FUNCTIONAL sent)
+//   SR_REP_FUNCTIONAL              --ack timeout / peer lost / INIT_NAK--> SR_REP_PRIMARY (non-functional)
+//   any                            --unreplicate / peer UNREPLICATE-->     torn down (sr = null)
+// Writes fail with EAGAIN from getHandle until functional. Once non-functional, records flow to the
+// transport without waiting for acks (invariant 6: losing the secondary never stops the primary).
+//
+// Acks (the seed leaves cumulative acking open; the rule here): the secondary acks cumulatively
+// (highest in-order seq) once per drained batch per socket, and at once for a REPLICATE flagged
+// ACK_REQUIRED; the primary flags ACK_REQUIRED when its unacked bytes pass half the send buffer
+// or half the advertised window, so a filling buffer never waits for a batch to end.
+//
+// Flow control (seed 7.5 left it TBD; the rule here): every ACK and FLOWCTL carries `ack` and
+// `credit`, the bytes the secondary can still hold for this socket counting everything up to
+// `ack`. The primary's usable window is credit minus the bytes of records written after `ack`, and
+// write() admits a record only if it fits both that window and the primary's own send buffer.
+// A CONGESTED flag (the secondary RE is over its memory budget) turns EAGAIN into ENOBUFS.
+
+import { NsrError } from '../errors.ts'
+import { Timer, type Clock } from '../clock.ts'
+import { Flag, MsgType, seqAdd, seqDiff, seqLe, seqLt } from '../protocol/header.ts'
+import type { FrameSink } from '../re/sink.ts'
+import type { QueuedRecord } from '../socket/records.ts'
+import type { SendGate, Socket } from '../socket/socket.ts'
+import { InitStep, SR, SRI } from './flags.ts'
+
+export interface PrimaryHost {
+  readonly clock: Clock
+  readonly ackTimeoutMs: number
+  /** The KKCM sink to the secondary, or null when there is none. */
+  peer(): FrameSink | null
+  /** Sends a socket's init parameters (msgpackr) as INIT_PARAMS. */
+  encodeParams(sock: Socket): Uint8Array
+  /** Replication became functional, failed, or was torn down on this socket. */
+  replicationChanged(sock: Socket, functional: boolean, reason: string): void
+  /** Tells the chassis to hold, release or stop fanning out received data for this socket. */
+  prl(sock: Socket, op: 'hold' | 'release' | 'off'): void
+  readonly counters: { rejected: number; ackTimeouts: number; initRetries: number }
+}
+
+type Step = () => boolean
+
+export class SrPrimary implements SendGate {
+  readonly handle: number
+  state: number = SR.SR_INIT_PRIMARY
+  initState: number = SRI.SRI_INITINPROGRESS
+  /** Last REPLICATE sent (the seed's sr_seq) and last ack received (sr_ack). */
+  seq: number
+  ack: number
+  credit = 0
+  congested = false
+  private unackedBytes = 0 // bytes of records in (ack, sndSeq]
+  private readonly sock: Socket
+  private readonly host: PrimaryHost
+  private readonly ackTimer: Timer
+  private outbox: Step[] = []
+  private waitingRoom = false
+  private held = false
+  private onFunctional: Array<(err: NsrError | null) => void> = []
+  readonly stat = { replicated: 0, acks: 0, bytesReplicated: 0, ackRequired: 0, windowStalls: 0 }
+
+  constructor(sock: Socket, host: PrimaryHost) {
+    this.sock = sock
+    this.host = host
+    this.handle = sock.handle
+    this.seq = sock.sndSeq
+    this.ack = sock.sndSeq
+    this.ackTimer = new Timer(host.clock, `ackTimeout#${sock.handle}`, () => this.onAckTimeout())
+    sock.gate = this
+    sock.sr = this
+  }
+
+  get functional(): boolean {
+    return (this.state & SR.SR_REP_FUNCTIONAL) !== 0
+  }
+
+  get initializing(): boolean {
+    return (this.state & SR.SR_INIT_PRIMARY) !== 0
+  }
+
+  /** Bytes the secondary can still take after everything written so far. */
+  window(): number {
+    return this.credit - this.unackedBytes
+  }
+
+  // ---- SendGate --------------------------------------------------------------------------------
+
+  admit(len: number): void {
+    if (this.initializing) throw new NsrError('EAGAIN', `socket ${this.handle}: replication is initializing`)
+    if (!this.functional) return
+    if (this.congested) throw new NsrError('ENOBUFS', `socket ${this.handle}: the secondary is congested`)
+    if (len > this.window()) {
+      this.stat.windowStalls++
+      throw new NsrError('EAGAIN', `socket ${this.handle}: secondary window ${this.window()} < ${len} bytes`)
+    }
+  }
+
+  accepted(rec: QueuedRecord): void {
+    if (!this.functional) return
+    this.unackedBytes += rec.data.length
+    this.replicateMore()
+  }
+
+  releasable(): number | null {
+    if (this.initializing) return this.sock.txSeq // hold everything while the handshake snapshots
+    return this.functional ? this.ack : null
+  }
+
+  transmitted(txSeq: number): void {
+    if (!this.functional) return
+    // Lets the secondary drop records that reached the transport (bounds its retained buffer).
+    this.host.peer()?.send(MsgType.TXDONE, 0, this.handle, this.seq, txSeq, 0, null)
+  }
+
+  // ---- record replication ----------------------------------------------------------------------
+
+  /** Sends REPLICATE for every accepted record not yet sent, while the KKCM has room. */
+  replicateMore(): void {
+    if (!this.functional) return
+    const peer = this.host.peer()
+    if (!peer) return
+    const sock = this.sock
+    const half = this.sock.limits.sndbufBytes >>> 1
+    while (seqLt(this.seq, sock.sndSeq)) {
+      const next = seqAdd(this.seq, 1)
+      const rec = sock.snd.at(seqDiff(next, sock.txSeq) - 1)
+      if (!rec || rec.seq !== next) throw new Error(`replication queue out of step on socket ${this.handle}`)
+      let flags = rec.addr && sock.kind === 'udp' ? Flag.DATAGRAM : 0
+      if (this.unackedBytes > half || this.unackedBytes * 2 > this.credit) flags |= Flag.ACK_REQUIRED
+      if (!peer.send(MsgType.REPLICATE, flags, this.handle, next, sock.txSeq, 0, rec.data, flags & Flag.DATAGRAM ? rec.addr : null)) {
+        this.waitRoom()
+        break
+      }
+      if (flags & Flag.ACK_REQUIRED) this.stat.ackRequired++
+      this.seq = next
+      this.stat.replicated++
+      this.stat.bytesReplicated += rec.data.length
+      if (!this.ackTimer.running) {
+        this.state |= SR.SR_ACK_PENDING
+        this.ackTimer.start(this.host.ackTimeoutMs)
+      }
+    }
+  }
+
+  /** ACK or FLOWCTL from the secondary. Returns a reject reason or null. */
+  onAck(ack: number, credit: number, congested: boolean): string | null {
+    if (!this.functional) return 'not-functional'
+    if (seqLt(this.seq, ack)) return 'ack-beyond-sent'
+    if (seqLt(ack, this.ack)) return 'ack-regressed'
+    const sock = this.sock
+    if (ack !== this.ack) {
+      for (let s = seqAdd(this.ack, 1); seqLe(s, ack); s = seqAdd(s, 1)) {
+        const rec = sock.snd.at(seqDiff(s, sock.txSeq) - 1)
+        if (rec) this.unackedBytes -= rec.data.length
+      }
+      this.ack = ack
+      this.stat.acks++
+      this.state &= ~SR.SR_ACK_PENDING
+    }
+    this.credit = credit
+    this.congested = congested
+    sock.pump()
+    this.replicateMore()
+    return null
+  }
+
+  /** Seed 7.6: a whole timer window with records outstanding and no ack fails replication. */
+  private onAckTimeout(): void {
+    if (!this.functional) return
+    if (this.state & SR.SR_ACK_PENDING) {
+      this.host.counters.ackTimeouts++
+      this.fail('ack-timeout')
+      return
+    }
+    if (seqLt(this.ack, this.seq)) {
+      this.state |= SR.SR_ACK_PENDING
+      this.ackTimer.start(this.host.ackTimeoutMs)
+    }
+  }
+
+  // ---- the init handshake (IHA, primary side) --------------------------------------------------
+
+  /** Starts the handshake. Resolves once replication is functional. */
+  start(): Promise<void> {
+    const done = new Promise<void>((resolve, reject) => this.onFunctional.push((err) => (err ? reject(err) : resolve())))
+    if (!this.host.peer()) {
+      this.settle(new NsrError('ENOTCONN', `socket ${this.handle}: no secondary RE to replicate to`))
+      return done
+    }
+    this.state = SR.SR_INIT_PRIMARY
+    this.initState = SRI.SRI_INITINPROGRESS
+    this.held = false
+    this.host.prl(this.sock, 'hold')
+    return done
+  }
+
+  /** The chassis holds received data now, and everything it delivered earlier is in the rcv buffer. */
+  onHeld(): void {
+    if (!this.initializing || this.held) return
+    this.held = true
+    const params = this.host.encodeParams(this.sock)
+    this.push(() => this.send(MsgType.INIT_PARAMS, 0, 0, params))
+    this.initState |= SRI.SRI_SENDPARAMS
+  }
+
+  /** INIT_ACK for `step`. Returns a reject reason or null. */
+  onInitAck(step: number): string | null {
+    if (!this.initializing) return 'init-ack-not-initializing'
+    const sock = this.sock
+    switch (step) {
+      case InitStep.PARAMS: {
+        if (this.initState !== (SRI.SRI_INITINPROGRESS | SRI.SRI_SENDPARAMS)) return 'init-ack-params-unexpected'
+        this.initState |= SRI.SRI_SENDRCVDATA
+        for (const rec of sock.rcv) {
+          const flags = rec.addr ? Flag.DATAGRAM : 0
+          this.push(() => this.send(MsgType.INIT_RCVDATA, flags, rec.seq, rec.data, rec.addr))
+        }
+        this.push(() => this.send(MsgType.INIT_RCVDATA, Flag.FIN, sock.rcvSeq, null))
+        return null
+      }
+      case InitStep.RCVDATA: {
+        if (!(this.initState & SRI.SRI_SENDRCVDATA) || this.initState & SRI.SRI_SENDSNDDATA) return 'init-ack-rcvdata-unexpected'
+        this.initState |= SRI.SRI_SENDSNDDATA
+        for (const rec of sock.snd) {
+          const flags = rec.addr && sock.kind === 'udp' ? Flag.DATAGRAM : 0
+          this.push(() => this.send(MsgType.INIT_SNDDATA, flags, rec.seq, rec.data, flags ? rec.addr : null))
+        }
+        this.push(() => this.send(MsgType.INIT_SNDDATA, Flag.FIN, sock.sndSeq, null))
+        return null
+      }
+      case InitStep.SNDDATA: {
+        if (!(this.initState & SRI.SRI_SENDSNDDATA) || this.initState & SRI.SRI_DONE) return 'init-ack-snddata-unexpected'
+        this.initState = SRI.SRI_DONE | (this.initState & ~SRI.SRI_INITINPROGRESS)
+        this.push(() => this.send(MsgType.INIT_DONE, 0, sock.sndSeq, null))
+        return null
+      }
+      case InitStep.DONE: {
+        if (!(this.initState & SRI.SRI_DONE)) return 'init-ack-done-unexpected'
+        this.enterFunctional()
+        return null
+      }
+      default:
+        return 'init-ack-bad-step'
+    }
+  }
+
+  private enterFunctional(): void {
+    const sock = this.sock
+    this.state = SR.SR_REP_PRIMARY | SR.SR_REP_FUNCTIONAL
+    // Everything in the send buffer went over as pre-existing send data and was acked.
+    this.seq = sock.sndSeq
+    this.ack = sock.sndSeq
+    this.unackedBytes = 0
+    this.push(() => this.send(MsgType.FUNCTIONAL, 0, sock.sndSeq, null))
+    this.host.prl(sock, 'release')
+    this.host.replicationChanged(sock, true, 'functional')
+    this.settle(null)
+    sock.pump()
+  }
+
+  /** Credit advertised with the secondary's DONE ack (its full window for this socket). */
+  setInitialCredit(credit: number): void {
+    this.credit = credit
+  }
+
+  // ---- failure and teardown --------------------------------------------------------------------
+
+  /** Replication failed (ack timeout, peer lost, init refused): reinject and carry on alone. */
+  fail(reason: string): void {
+    const wasInit = this.initializing
+    this.ackTimer.stop()
+    this.outbox = []
+    this.state = SR.SR_REP_PRIMARY
+    this.initState = 0
+    this.ack = this.sock.sndSeq
+    this.seq = this.sock.sndSeq
+    this.unackedBytes = 0
+    this.host.prl(this.sock, 'off')
+    this.settle(new NsrError(wasInit ? 'ECLOSED' : 'ETIMEDOUT', `socket ${this.handle}: replication failed (${reason})`))
+    this.host.replicationChanged(this.sock, false, reason)
+    this.sock.pump()
+  }
+
+  /** Graceful teardown: pending records go to the transport, the extension goes away. */
+  teardown(reason: string, tellPeer: boolean): void {
+    this.ackTimer.stop()
+    this.outbox = []
+    if (tellPeer) this.host.peer()?.send(MsgType.UNREPLICATE, 0, this.handle, 0, 0, 0, null)
+    this.state = 0
+    this.sock.gate = null
+    this.sock.sr = null
+    this.host.prl(this.sock, 'off')
+    this.settle(new NsrError('ECLOSED', `socket ${this.handle}: replication torn down (${reason})`))
+    this.host.replicationChanged(this.sock, false, reason)
+    this.sock.pump()
+  }
+
+  private settle(err: NsrError | null): void {
+    const waiters = this.onFunctional
+    this.onFunctional = []
+    for (const w of waiters) w(err)
+  }
+
+  // ---- outbox of init frames (bounded by the socket's own buffers) -----------------------------
+
+  private send(type: number, flags: number, seq: number, data: Uint8Array | null, addr?: Parameters<FrameSink['send']>[7]): boolean {
+    const peer = this.host.peer()
+    if (!peer) return true // dropped: the peer is gone and fail() follows
+    return peer.send(type, flags, this.handle, seq, 0, 0, data, addr)
+  }
+
+  private push(step: Step): void {
+    this.outbox.push(step)
+    this.flushOutbox()
+  }
+
+  private flushOutbox(): void {
+    while (this.outbox.length) {
+      if (!this.outbox[0]()) {
+        this.host.counters.initRetries++
+        this.waitRoom()
+        return
+      }
+      this.outbox.shift()
+    }
+  }
+
+  private waitRoom(): void {
+    if (this.waitingRoom) return
+    const peer = this.host.peer()
+    if (!peer) return
+    this.waitingRoom = true
+    peer.whenRoom(() => {
+      this.waitingRoom = false
+      this.flushOutbox()
+      this.replicateMore()
+    })
+  }
+
+  snapshot() {
+    return {
+      state: this.state,
+      initState: this.initState,
+      seq: this.seq,
+      ack: this.ack,
+      window: this.window(),
+      congested: this.congested,
+      unackedBytes: this.unackedBytes,
+      ...this.stat,
+    }
+  }
+}

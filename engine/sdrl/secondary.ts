@@ -1,0 +1,236 @@
+// Secondary SDRL: one replicated socket as the secondary RE sees it (the seed's jsr_sock,
+// secondary half): a read-only snoop pair, the transport state a takeover needs (PSRM), and the
+// secondary side of the init handshake.
+//
+// States and every legal transition:
+//   (none)                  --INIT_PARAMS-->              SR_INIT_SECONDARY / SRI_INITINPROGRESS|SRI_SETPARAMS
+//   SRI_SETPARAMS           --INIT_RCVDATA (FIN)-->       +SRI_SETRCVDATA
+//   SRI_SETRCVDATA          --INIT_SNDDATA (FIN)-->       +SRI_SETSNDDATA
+//   SRI_SETSNDDATA          --INIT_DONE-->                SRI_DONE
+//   SRI_DONE                --FUNCTIONAL-->               SR_REP_SECONDARY|SR_REP_FUNCTIONAL
+//   SR_REP_FUNCTIONAL       --REPLICATE / TXDONE-->       (same; records appended, PSRM advanced)
+//   any                     --UNREPLICATE / unreplicate()--> torn down
+//   SRI_DONE or FUNCTIONAL  --promotion (merge)-->        a live socket on the new primary
+// A message arriving in any other state is rejected with a reason and counted.
+//
+// Records the primary replicated are kept (`retained`) until the primary says they reached the
+// transport (TXDONE, or the ack field of a later REPLICATE): after a failover the new primary
+// resends exactly those the chassis never accepted. The window the secondary advertises is
+// `snoopBufBytes` minus what it holds (retained plus unread), so its memory stays bounded.
+
+import { EventEmitter } from 'node:events'
+import { seqAdd, seqLe } from '../protocol/header.ts'
+import { RecordQueue, type Addr } from '../socket/records.ts'
+import type { RecordView, SocketKind } from '../socket/socket.ts'
+import { SR, SRI } from './flags.ts'
+
+/** Socket parameters sent with INIT_PARAMS (msgpackr). */
+export interface SocketParams {
+  kind: SocketKind
+  local: Addr | null
+  remote: Addr | null
+  parent: number
+  sndSeq: number // last record the primary accepted
+  txSeq: number // last record that reached the transport
+  rcvSeq: number
+  sndOffset: number
+  rcvOffset: number
+}
+
+/** One read-only snoop socket: what the primary sent, or what it received. */
+export class SnoopSocket extends EventEmitter {
+  readonly flags: number
+  readonly queue = new RecordQueue()
+  /** Sequence of the last record appended (PSRM view). */
+  seq = 0
+  /** Stream bytes appended in total. */
+  offset = 0
+  ended = false
+  private readonly onRead: (bytes: number) => void
+
+  constructor(flags: number, onRead: (bytes: number) => void) {
+    super()
+    this.flags = flags
+    this.onRead = onRead
+  }
+
+  append(seq: number, data: Uint8Array, addr: Addr | null): void {
+    this.seq = seq
+    this.offset += data.length
+    this.queue.pushOwned(seq, data, addr)
+    this.emit('readable')
+  }
+
+  /** Next record (send snoop) or received chunk (receive snoop); null when none is queued. */
+  read(): RecordView | null {
+    const rec = this.queue.shift()
+    if (rec) this.onRead(rec.data.length)
+    return rec ?? null
+  }
+
+  write(): never {
+    throw new Error('EINVAL: snoop sockets are read-only')
+  }
+}
+
+export class SnoopPair extends EventEmitter {
+  readonly handle: number
+  state: number = SR.SR_INIT_SECONDARY
+  initState: number = SRI.SRI_INITINPROGRESS
+  params: SocketParams | null = null
+  /** What the primary sent (records) and what it received. */
+  readonly send: SnoopSocket
+  readonly recv: SnoopSocket
+  /** Records replicated and not yet known to have reached the transport. */
+  readonly retained = new RecordQueue()
+  txDoneSeq = 0
+  /** PSRM: last record seq replicated (the seed's sr_seq) and last acked (sr_ack). */
+  seq = 0
+  ack = 0
+  ackDue = false
+  ackNow = false
+  lastCredit = 0
+  readonly stat = { records: 0, bytes: 0, rxChunks: 0, rxBytes: 0, trimmed: 0 }
+  private readonly snoopBufBytes: number
+
+  constructor(handle: number, snoopBufBytes: number, onSendRead: (pair: SnoopPair, n: number) => void, onRecvRead: (pair: SnoopPair, n: number) => void) {
+    super()
+    this.handle = handle
+    this.snoopBufBytes = snoopBufBytes
+    this.send = new SnoopSocket(SR.SR_SECONDARY_SND_SOCK, (n) => onSendRead(this, n))
+    this.recv = new SnoopSocket(SR.SR_SECONDARY_RCV_SOCK, (n) => onRecvRead(this, n))
+  }
+
+  get functional(): boolean {
+    return (this.state & SR.SR_REP_FUNCTIONAL) !== 0
+  }
+
+  /** True once the pair holds everything a takeover needs. */
+  get complete(): boolean {
+    return this.functional || (this.initState & SRI.SRI_DONE) !== 0
+  }
+
+  /** Bytes this socket may still receive from the primary. */
+  window(): number {
+    return Math.max(0, this.snoopBufBytes - this.retained.bytes - this.send.queue.bytes)
+  }
+
+  heldBytes(): number {
+    return this.retained.bytes + this.send.queue.bytes + this.recv.queue.bytes
+  }
+
+  // ---- init handshake, secondary side (each returns a reject reason or null) ------------------
+
+  setParams(p: SocketParams): string | null {
+    if (this.initState !== SRI.SRI_INITINPROGRESS) return 'params-unexpected'
+    this.params = p
+    this.seq = p.txSeq
+    this.ack = p.txSeq
+    this.txDoneSeq = p.txSeq
+    this.send.seq = p.txSeq
+    this.send.offset = p.sndOffset
+    this.recv.seq = p.rcvSeq
+    this.recv.offset = p.rcvOffset
+    this.initState |= SRI.SRI_SETPARAMS
+    return null
+  }
+
+  setRcvData(seq: number, data: Uint8Array, addr: Addr | null, fin: boolean): string | null {
+    if (!(this.initState & SRI.SRI_SETPARAMS) || this.initState & SRI.SRI_SETRCVDATA) return 'rcvdata-unexpected'
+    if (fin) {
+      this.initState |= SRI.SRI_SETRCVDATA
+      return null
+    }
+    // Pre-existing receive data: unread on the primary; offsets were counted in the params.
+    this.recv.queue.pushOwned(seq, data, addr)
+    this.recv.emit('readable')
+    return null
+  }
+
+  setSndData(seq: number, data: Uint8Array, addr: Addr | null, fin: boolean): string | null {
+    if (!(this.initState & SRI.SRI_SETRCVDATA) || this.initState & SRI.SRI_SETSNDDATA) return 'snddata-unexpected'
+    if (fin) {
+      if (seq !== this.seq) return 'snddata-gap'
+      this.initState |= SRI.SRI_SETSNDDATA
+      return null
+    }
+    if (seq !== seqAdd(this.seq, 1)) return 'snddata-out-of-order'
+    this.appendRecord(seq, data, addr)
+    return null
+  }
+
+  done(): string | null {
+    if (!(this.initState & SRI.SRI_SETSNDDATA) || this.initState & SRI.SRI_DONE) return 'done-unexpected'
+    this.initState = SRI.SRI_DONE
+    this.ack = this.seq
+    return null
+  }
+
+  functionalNow(): string | null {
+    if (!(this.initState & SRI.SRI_DONE) || this.functional) return 'functional-unexpected'
+    this.state = SR.SR_REP_SECONDARY | SR.SR_REP_FUNCTIONAL
+    return null
+  }
+
+  // ---- data replication ------------------------------------------------------------------------
+
+  /** A REPLICATE record. Returns a reject reason or null. */
+  replicate(seq: number, txDone: number, data: Uint8Array, addr: Addr | null, ackRequired: boolean): string | null {
+    if (!this.functional) return 'replicate-not-functional'
+    if (seq !== seqAdd(this.seq, 1)) return 'replicate-out-of-order'
+    this.appendRecord(seq, data, addr)
+    this.trim(txDone)
+    this.ackDue = true
+    if (ackRequired) this.ackNow = true
+    return null
+  }
+
+  private appendRecord(seq: number, data: Uint8Array, addr: Addr | null): void {
+    this.seq = seq
+    this.retained.pushOwned(seq, data, addr)
+    this.send.append(seq, data, addr)
+    this.stat.records++
+    this.stat.bytes += data.length
+  }
+
+  /** Records up to `txSeq` reached the transport: forget them. */
+  trim(txSeq: number): void {
+    if (seqLe(txSeq, this.txDoneSeq) || !seqLe(txSeq, this.seq)) return
+    this.txDoneSeq = txSeq
+    for (;;) {
+      const rec = this.retained.peek()
+      if (!rec || !seqLe(rec.seq, txSeq)) break
+      this.retained.shift()
+      this.stat.trimmed++
+    }
+  }
+
+  /** Data the primary received (delivered by the chassis to both REs). */
+  received(data: Uint8Array, addr: Addr | null, end: boolean): void {
+    if (end) {
+      this.recv.ended = true
+      this.recv.emit('end')
+      return
+    }
+    this.recv.append(seqAdd(this.recv.seq, 1), data, addr)
+    this.stat.rxChunks++
+    this.stat.rxBytes += data.length
+  }
+
+  snapshot() {
+    return {
+      handle: this.handle,
+      state: this.state,
+      initState: this.initState,
+      seq: this.seq,
+      ack: this.ack,
+      txDoneSeq: this.txDoneSeq,
+      window: this.window(),
+      retainedRecords: this.retained.length,
+      retainedBytes: this.retained.bytes,
+      unreadSentRecords: this.send.queue.length,
+      unreadRecvBytes: this.recv.queue.bytes,
+      ...this.stat,
+    }
+  }
+}

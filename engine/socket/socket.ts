@@ -1,0 +1,276 @@
+// Socket: a live socket inside an RE. It owns the send side (records accepted by write(), not
+// yet handed to the transport) and the receive side (bytes or datagrams the chassis delivered,
+// not yet read). When replicated, its `sr` extension (engine/sdrl/primary.ts) holds records back
+// from the transport until the secondary has acknowledged them.
+//
+// Send-side cursors, all record sequence numbers on this socket (wrapping at 2^32):
+//   txSeq <= ackSeq <= sentSeq <= sndSeq
+//   sndSeq  last record write() accepted
+//   sentSeq last record replicated to the secondary (== sndSeq when unreplicated)
+//   ackSeq  last record the secondary acknowledged (== sndSeq when unreplicated)
+//   txSeq   last record handed to the chassis transport
+// `snd` holds records txSeq+1 .. sndSeq, so record `s` sits at index s - txSeq - 1.
+
+import { EventEmitter } from 'node:events'
+import { NsrError, assert } from '../errors.ts'
+import { seqAdd, seqDiff, seqLe } from '../protocol/header.ts'
+import { RecordQueue, type Addr, type QueuedRecord } from './records.ts'
+
+export type SocketKind = 'tcp' | 'udp' | 'listen'
+
+export interface SocketLimits {
+  /** Send sockbuf high water mark: bytes accepted but not yet handed to the transport. */
+  sndbufBytes: number
+  /** 'writable' fires once free send space reaches this after an EAGAIN/ENOBUFS. */
+  sndLowatBytes: number
+  /** Receive sockbuf: the most unread bytes the chassis may deliver (the rx credit it holds). */
+  rcvbufBytes: number
+  /** Largest record a write() can ever accept. */
+  maxRecordBytes: number
+}
+
+export const defaultSocketLimits: SocketLimits = {
+  sndbufBytes: 256 * 1024,
+  sndLowatBytes: 64 * 1024,
+  rcvbufBytes: 256 * 1024,
+  maxRecordBytes: 64 * 1024,
+}
+
+/** What a socket needs from its RE: output to the chassis and to the replication layer. */
+export interface SocketHost {
+  /** Hands one record to the transport; false when the chassis link is full. */
+  transmit(sock: Socket, rec: QueuedRecord): boolean
+  /** Returns receive credit to the chassis after the application read `bytes`. */
+  rxConsumed(sock: Socket, bytes: number): void
+  /** Asks the chassis to close (FIN after the last record) the transport connection. */
+  closeTransport(sock: Socket): void
+  /** Called when the chassis link was full: pump this socket again once it has room. */
+  retryTransmit(sock: Socket): void
+  /** Starts replication (the init handshake); resolves when functional. */
+  replicate(sock: Socket): Promise<void>
+  /** Tears replication down on both REs; pending records go to the transport. */
+  unreplicate(sock: Socket): void
+  /** True while a graceful switchover drains this RE: writes get EAGAIN. */
+  readonly frozen: boolean
+}
+
+/** The primary-side replication extension's view from the socket (engine/sdrl/primary.ts). */
+export interface SendGate {
+  /** Throws EAGAIN / ENOBUFS when replication state refuses a record of `len` bytes now. */
+  admit(len: number): void
+  /** The record was accepted: replicate it. */
+  accepted(rec: QueuedRecord): void
+  /** Highest seq that may reach the transport (acked by the secondary), or null when no hold applies. */
+  releasable(): number | null
+  /** The transport took records up to `txSeq`. */
+  transmitted(txSeq: number): void
+}
+
+export interface RecordView {
+  seq: number
+  data: Uint8Array
+  addr: Addr | null
+}
+
+export class Socket extends EventEmitter {
+  readonly handle: number
+  readonly kind: SocketKind
+  local: Addr | null
+  remote: Addr | null
+  readonly limits: SocketLimits
+
+  sndSeq = 0
+  txSeq = 0
+  readonly snd = new RecordQueue()
+  txCredit = 0
+
+  rcvSeq = 0
+  readonly rcv = new RecordQueue()
+  rcvOffset = 0 // stream bytes received in total (PSRM: receive side)
+  sndOffset = 0 // stream bytes accepted in total (PSRM: send side)
+
+  state: 'open' | 'closing' | 'closed' = 'open'
+  peerEnded = false
+  error: NsrError | null = null
+  private wantWritable = false
+  private readonly host: SocketHost
+  /** Set while replication holds records back (primary SDRL). */
+  gate: SendGate | null = null
+  /** Replication extension (engine/sdrl/primary.ts), null when never replicated. */
+  sr: unknown = null
+  /** Listen socket this connection was accepted on, 0 if none. */
+  parent = 0
+
+  readonly counters = { eagain: 0, enobufs: 0, emsgsize: 0, recordsWritten: 0, recordsTransmitted: 0, bytesRead: 0 }
+
+  constructor(host: SocketHost, handle: number, kind: SocketKind, limits: SocketLimits, local: Addr | null, remote: Addr | null) {
+    super()
+    this.host = host
+    this.handle = handle
+    this.kind = kind
+    this.limits = limits
+    this.local = local
+    this.remote = remote
+  }
+
+  /** The replication handle: the chassis socket id, the same on both REs. */
+  getHandle(): number {
+    return this.handle
+  }
+
+  /** Replicates this socket to the secondary; resolves once replication is functional. */
+  replicate(): Promise<void> {
+    return this.host.replicate(this)
+  }
+
+  /** Stops replicating; records waiting for an ack go straight to the transport. */
+  unreplicate(): void {
+    this.host.unreplicate(this)
+  }
+
+  /** Free send space in bytes (own sockbuf only). */
+  sendSpace(): number {
+    return this.limits.sndbufBytes - this.snd.bytes
+  }
+
+  /**
+   * Accepts one whole record, or throws: EMSGSIZE (can never fit), EAGAIN (no room now; wait for
+   * 'writable'), ENOBUFS (the secondary is congested), EPIPE / ENOTCONN (wrong state), EINVAL.
+   * Never waits on the secondary. Returns the record's sequence number.
+   */
+  write(record: Uint8Array, addr?: Addr): number {
+    if (!(record instanceof Uint8Array)) throw new NsrError('EINVAL', 'write() takes a Uint8Array record')
+    if (this.kind === 'listen') throw new NsrError('EINVAL', 'cannot write on a listen socket')
+    if (this.state !== 'open') throw new NsrError('EPIPE', `socket ${this.handle} is ${this.state}`)
+    if (this.error) throw this.error
+    if (this.host.frozen) return this.refuse('EAGAIN', 'a switchover is under way')
+    if (this.kind === 'udp') {
+      if (!addr && !this.remote) throw new NsrError('EINVAL', 'a datagram needs a destination address')
+    } else if (addr) throw new NsrError('EINVAL', 'a stream record takes no address')
+    const len = record.length
+    if (len > this.limits.maxRecordBytes || len > this.limits.sndbufBytes) {
+      this.counters.emsgsize++
+      throw new NsrError('EMSGSIZE', `record of ${len} bytes exceeds the limit of ${Math.min(this.limits.maxRecordBytes, this.limits.sndbufBytes)}`)
+    }
+    if (this.snd.bytes + len > this.limits.sndbufBytes) return this.refuse('EAGAIN', `send buffer full (${this.snd.bytes}/${this.limits.sndbufBytes} bytes)`)
+    if (this.gate) {
+      try {
+        this.gate.admit(len)
+      } catch (err) {
+        if (err instanceof NsrError && (err.code === 'EAGAIN' || err.code === 'ENOBUFS')) {
+          this.wantWritable = true
+          if (err.code === 'EAGAIN') this.counters.eagain++
+          else this.counters.enobufs++
+        }
+        throw err
+      }
+    }
+    this.sndSeq = seqAdd(this.sndSeq, 1)
+    this.sndOffset += len
+    const rec = this.snd.push(this.sndSeq, record, addr ?? (this.kind === 'udp' ? this.remote : null))
+    this.counters.recordsWritten++
+    this.gate?.accepted(rec)
+    this.pump()
+    return this.sndSeq
+  }
+
+  /** Hands releasable records to the transport while the chassis grants credit. */
+  pump(): void {
+    const limit = this.gate ? this.gate.releasable() : this.sndSeq
+    const start = this.txSeq
+    if (limit !== null) {
+      while (seqDiff(limit, this.txSeq) > 0) {
+        const rec = this.snd.peek()
+        assert(rec && rec.seq === seqAdd(this.txSeq, 1), 'send queue out of step with txSeq')
+        if (rec.data.length > this.txCredit) break
+        if (!this.host.transmit(this, rec)) {
+          this.host.retryTransmit(this)
+          break
+        }
+        this.txCredit -= rec.data.length
+        this.txSeq = rec.seq
+        this.snd.shift()
+        this.counters.recordsTransmitted++
+      }
+    }
+    if (this.txSeq !== start) this.gate?.transmitted(this.txSeq)
+    if (this.state === 'closing' && this.snd.length === 0) this.finishClose()
+    this.maybeWritable()
+  }
+
+  /** Emits 'writable' once room is back after a refused write. */
+  maybeWritable(): void {
+    if (!this.wantWritable || this.state !== 'open') return
+    if (this.sendSpace() < Math.min(this.limits.sndLowatBytes, this.limits.sndbufBytes)) return
+    if (this.gate) {
+      try {
+        this.gate.admit(Math.min(this.limits.sndLowatBytes, this.limits.maxRecordBytes))
+      } catch {
+        return
+      }
+    }
+    this.wantWritable = false
+    this.emit('writable')
+  }
+
+  private refuse(code: 'EAGAIN' | 'ENOBUFS', why: string): never {
+    this.wantWritable = true
+    if (code === 'EAGAIN') this.counters.eagain++
+    else this.counters.enobufs++
+    throw new NsrError(code, why)
+  }
+
+  /** The chassis returned transport credit. */
+  addTxCredit(bytes: number): void {
+    this.txCredit += bytes
+    this.pump()
+  }
+
+  // ---- receive side -------------------------------------------------------------------------
+
+  /** Data delivered by the chassis. */
+  deliver(data: Uint8Array, addr: Addr | null): void {
+    this.rcvSeq = seqAdd(this.rcvSeq, 1)
+    this.rcvOffset += data.length
+    this.rcv.pushOwned(this.rcvSeq, data, addr)
+    this.emit('readable')
+  }
+
+  /** Reads one received chunk (TCP) or datagram (UDP); null when none is queued. */
+  read(): RecordView | null {
+    const rec = this.rcv.shift()
+    if (!rec) return null
+    this.counters.bytesRead += rec.data.length
+    this.host.rxConsumed(this, rec.data.length)
+    return rec
+  }
+
+  /** The peer closed (FIN) or the connection failed. */
+  peerClosed(error: NsrError | null): void {
+    if (error) this.error = error
+    this.peerEnded = true
+    this.emit(error ? 'error' : 'end', error ?? undefined)
+  }
+
+  // ---- close --------------------------------------------------------------------------------
+
+  /** Closes after every accepted record reached the transport. */
+  close(): void {
+    if (this.state !== 'open') return
+    this.state = 'closing'
+    this.pump()
+  }
+
+  private finishClose(): void {
+    this.state = 'closed'
+    this.host.closeTransport(this)
+    this.emit('close')
+  }
+
+  /** Records not yet transmitted with seq in (from, to]. */
+  pendingAfter(from: number): QueuedRecord[] {
+    const out: QueuedRecord[] = []
+    for (const rec of this.snd) if (!seqLe(rec.seq, from)) out.push(rec)
+    return out
+  }
+}
