@@ -1,0 +1,595 @@
+// KKCM ring: a single-producer single-consumer queue of whole frames in a SharedArrayBuffer, the
+// transport under every KKCM channel. One thread produces, one consumes; both build a Ring object
+// over the same memory (Ring.create in one thread, Ring.attach in the other).
+//
+// Memory layout (all offsets from byteOffset, which must be 128-aligned inside the buffer):
+//
+//   control block, RING_CONTROL_BYTES, one 128-byte slot per word so that no two words written by
+//   different threads share a cache line (128 rather than 64: adjacent-line prefetchers pair lines)
+//     slot 0  META      magic, layout version, capacity          (written once, by format)
+//     slot 1  HEAD      consumer position; framesOut (f64)       (written by the consumer)
+//     slot 2  TAIL      producer position; framesIn (f64)        (written by the producer)
+//     slot 3  PPARK     1 while the producer is parked in writable()
+//     slot 4  CPARK     1 while the consumer is parked in readable()
+//     slot 5  CLOSED    1 once either side closed
+//     slot 6  COUNTERS  full, parks, notifies, corrupt            (rare events, Atomics.add)
+//   data region, `capacity` bytes (a power of two)
+//
+// Frames: an 8-byte prefix (u32 payload length, u32 unused) then the payload, padded to 8, so every
+// payload offset is 8-aligned (copies into a SAB at offsets that differ mod 8 are several times
+// slower). A frame never straddles the end of the data region: when it would, the producer writes a
+// WRAP marker (length 0xffffffff) in the leftover and starts the frame at offset 0, so a zero-copy
+// reader always sees one contiguous slice. maxFrameBytes = capacity/2 - 8 guarantees that an empty
+// ring always accepts the largest frame (the skipped leftover is smaller than the frame).
+//
+// Positions are free-running int32 counters (wrapping at 2^32); used bytes = (tail - head) | 0.
+//
+// Publication, batched by bytes: commit() advances a private tail; the shared TAIL word is stored
+// when the unpublished bytes reach publishBatchBytes, and in any case before this thread can
+// observe or wait on a ring: at the end of the current task (one queued microtask per burst), and
+// first thing in drain(), receive(), isEmpty(), freeBytes(), readable(), writable(),
+// waitReadableSync(), close(), and on FULL. So within a thread a committed frame is visible at once
+// (single-thread tests see per-frame semantics), and across threads it is visible no later than
+// the producer's next wait or the end of its current task. Call flushRings() before signalling a
+// peer by another route (postMessage) in the same task, or before blocking in foreign code.
+// Why: on Node 20 every Atomics.load/store is a ~10-15 ns call (Bun and Deno inline them), and a
+// store per frame also drags the TAIL line to the consumer's core per frame; publishing per 4 KiB
+// instead of per frame took 64-byte frames from about 2.4M to the figures in bench/results.json.
+// Bytes, not frames, because the cost of a publish is fixed while what it releases is bytes: a
+// frame count would publish 16 KiB frames too rarely and 64-byte frames too often.
+// A batch-threshold publish first publishes every other ring this thread has unpublished commits
+// on, so frames become visible in commit order across rings (the replication protocol relies on it).
+// The consumer publishes its head once per drain() call, likewise batched.
+//
+// Waiting: a side that finds nothing to do spins for a bounded few microseconds (two cores shared
+// by three threads: long spins starve the peer), then parks: it stores 1 in its parked word,
+// re-checks the index, and sleeps on that very word (Atomics.waitAsync, or Atomics.wait in
+// waitReadableSync). The other side, after publishing, does: if parked == 1 then store 0 and notify.
+// Sleeping on the word that announced the park closes the lost wake-up window. A pending waitAsync
+// does not keep an event loop alive, so a referenced interval timer is held while parked.
+
+import { NsrError, assert } from '../errors.ts'
+
+export const RingResult = { OK: 0, FULL: -1, CLOSED: -2 } as const
+export type RingResult = (typeof RingResult)[keyof typeof RingResult]
+
+const SLOT_BYTES = 128
+const SLOT_WORDS = SLOT_BYTES / 4
+const META = 0
+const HEAD = 1 * SLOT_WORDS
+const TAIL = 2 * SLOT_WORDS
+const PPARK = 3 * SLOT_WORDS
+const CPARK = 4 * SLOT_WORDS
+const CLOSED = 5 * SLOT_WORDS
+const COUNTERS = 6 * SLOT_WORDS
+// inside META
+const META_MAGIC = META
+const META_VERSION = META + 1
+const META_CAPACITY = META + 2
+// inside COUNTERS
+const C_FULL = COUNTERS
+const C_PARKS = COUNTERS + 1
+const C_NOTIFIES = COUNTERS + 2
+const C_CORRUPT = COUNTERS + 3
+// f64 counters sit 8 bytes into the HEAD and TAIL slots (index in a Float64Array)
+const F_FRAMES_OUT = (HEAD * 4 + 8) / 8
+const F_FRAMES_IN = (TAIL * 4 + 8) / 8
+
+/** Bytes before the data region. A multiple of 128, so the data region stays line-aligned. */
+export const RING_CONTROL_BYTES = 1024
+assert(7 * SLOT_BYTES <= RING_CONTROL_BYTES, 'ring control block overflows')
+
+const RING_MAGIC = 0x4b4b434d // 'KKCM'
+const RING_LAYOUT_VERSION = 1
+const PREFIX_BYTES = 8
+const WRAP_MARKER = -1 // 0xffffffff as int32
+export const RING_MIN_CAPACITY = 4096
+export const RING_MAX_CAPACITY = 1 << 30
+/** Default bounded spin before parking, in microseconds. */
+export const RING_SPIN_US_DEFAULT = 10
+/** Default unpublished bytes at which commit() stores the tail (smaller rings: capacity / 8). */
+export const RING_PUBLISH_BATCH_BYTES_DEFAULT = 16384
+/** Polls between clock reads while spinning (a clock read costs about as much as 20 polls). */
+const SPIN_POLLS_PER_CLOCK_READ = 64
+/** The interval that keeps an event loop alive while parked never fires in practice. */
+const KEEPALIVE_INTERVAL_MS = 1 << 30
+
+const RESOLVED: Promise<void> = Promise.resolve()
+const noop = (): void => {}
+
+// Rings of this thread holding committed but unpublished frames. Shared through a registry symbol
+// so that two loaded copies of this module in one thread still flush each other's rings.
+const UNPUBLISHED_KEY = Symbol.for('nsr-engine.kkcm.unpublished')
+const registry = globalThis as { [UNPUBLISHED_KEY]?: { rings: Ring[]; microtaskQueued: boolean } }
+const pending = (registry[UNPUBLISHED_KEY] ??= { rings: [], microtaskQueued: false })
+
+/** Publishes every frame committed by this thread on any ring. Cheap when there is nothing to do. */
+export function flushRings(): void {
+  const rings = pending.rings
+  if (rings.length === 0) return
+  pending.rings = []
+  for (let i = 0; i < rings.length; i++) rings[i].flushQueued()
+}
+
+function onMicrotask(): void {
+  pending.microtaskQueued = false
+  flushRings()
+}
+
+/** Total SharedArrayBuffer bytes for one ring: control block plus data. */
+export function ringSabBytes(capacityBytes: number): number {
+  checkCapacity(capacityBytes)
+  return RING_CONTROL_BYTES + capacityBytes
+}
+
+function checkCapacity(capacityBytes: number): void {
+  if (
+    !Number.isInteger(capacityBytes) ||
+    capacityBytes < RING_MIN_CAPACITY ||
+    capacityBytes > RING_MAX_CAPACITY ||
+    (capacityBytes & (capacityBytes - 1)) !== 0
+  ) {
+    throw new NsrError('EINVAL', `ring capacity must be a power of two in [${RING_MIN_CAPACITY}, 2^30], got ${capacityBytes}`)
+  }
+}
+
+/** Bytes a frame of `len` payload bytes occupies in the data region. */
+export function ringFrameBytes(len: number): number {
+  return PREFIX_BYTES + ((len + 7) & ~7)
+}
+
+export interface RingStats {
+  framesIn: number
+  framesOut: number
+  /** reserve() calls that returned FULL */
+  full: number
+  /** times a side parked (either side) */
+  parks: number
+  /** notifies sent to a parked side (either side) */
+  notifies: number
+  /** corrupt frame prefixes seen by the consumer (the ring is closed when one is seen) */
+  corrupt: number
+}
+
+export interface RingOptions {
+  /** Bounded spin before parking, in microseconds (default RING_SPIN_US_DEFAULT). 0 parks at once. */
+  spinUs?: number
+  /**
+   * Unpublished bytes at which commit() publishes the tail at once (default
+   * min(RING_PUBLISH_BATCH_BYTES_DEFAULT, capacity / 8)); 0 publishes every frame.
+   */
+  publishBatchBytes?: number
+}
+
+export class Ring {
+  readonly sab: SharedArrayBuffer
+  readonly byteOffset: number
+  readonly capacity: number
+  readonly maxFrameBytes: number
+  /** View of the data region; frame offsets index into it. */
+  readonly bytes: Uint8Array
+  /** Same region as `bytes`. */
+  readonly view: DataView
+  /** Bounded spin before parking, in microseconds. */
+  spinUs: number
+  /** Unpublished bytes at which commit() publishes the tail at once. */
+  publishBatchBytes: number
+
+  private readonly ctl: Int32Array
+  private readonly f64: Float64Array
+  private readonly words: Int32Array
+  private readonly mask: number
+
+  // producer-local state
+  private tail: number
+  private publishedTail: number
+  private queued = false // in pending.rings
+  private cachedHead: number
+  private pendingBytes = -1 // bytes the reserved frame advances the tail by (skip + frame), -1 when none
+  private framesIn: number
+  private fullPending = false
+  private headAtFull = 0
+  private writeWait: Promise<void> | null = null
+
+  // consumer-local state
+  private head: number
+  private framesOut: number
+  private readWait: Promise<void> | null = null
+
+  private constructor(sab: SharedArrayBuffer, byteOffset: number, capacity: number, opts: RingOptions) {
+    this.sab = sab
+    this.byteOffset = byteOffset
+    this.capacity = capacity
+    this.maxFrameBytes = capacity / 2 - PREFIX_BYTES
+    this.mask = capacity - 1
+    this.spinUs = opts.spinUs ?? RING_SPIN_US_DEFAULT
+    this.publishBatchBytes = opts.publishBatchBytes ?? Math.min(RING_PUBLISH_BATCH_BYTES_DEFAULT, capacity / 8)
+    const dataOffset = byteOffset + RING_CONTROL_BYTES
+    this.ctl = new Int32Array(sab, byteOffset, RING_CONTROL_BYTES / 4)
+    this.f64 = new Float64Array(sab, byteOffset, RING_CONTROL_BYTES / 8)
+    this.bytes = new Uint8Array(sab, dataOffset, capacity)
+    this.view = new DataView(sab, dataOffset, capacity)
+    this.words = new Int32Array(sab, dataOffset, capacity / 4)
+    this.tail = Atomics.load(this.ctl, TAIL)
+    this.publishedTail = this.tail
+    this.head = Atomics.load(this.ctl, HEAD)
+    this.cachedHead = this.head
+    this.framesIn = this.f64[F_FRAMES_IN]
+    this.framesOut = this.f64[F_FRAMES_OUT]
+  }
+
+  /** Allocates a SharedArrayBuffer holding one ring of `capacityBytes` (a power of two >= 4096). */
+  static create(capacityBytes: number, opts: RingOptions = {}): Ring {
+    const sab = new SharedArrayBuffer(ringSabBytes(capacityBytes))
+    return Ring.format(sab, 0, capacityBytes, opts)
+  }
+
+  /**
+   * Lays out an empty ring at `byteOffset` of an existing buffer (which must have
+   * ringSabBytes(capacityBytes) bytes from there) and returns it. `initialPosition` starts both
+   * indices somewhere other than 0 (tests use it to cross the 2^32 wrap of the positions).
+   */
+  static format(
+    sab: SharedArrayBuffer,
+    byteOffset: number,
+    capacityBytes: number,
+    opts: RingOptions & { initialPosition?: number } = {},
+  ): Ring {
+    checkCapacity(capacityBytes)
+    checkOffset(sab, byteOffset, capacityBytes)
+    const ctl = new Int32Array(sab, byteOffset, RING_CONTROL_BYTES / 4)
+    ctl.fill(0)
+    const start = (opts.initialPosition ?? 0) | 0
+    if ((start & 7) !== 0) throw new NsrError('EINVAL', 'ring initial position must be 8-aligned')
+    ctl[META_VERSION] = RING_LAYOUT_VERSION
+    ctl[META_CAPACITY] = capacityBytes
+    ctl[HEAD] = start
+    ctl[TAIL] = start
+    Atomics.store(ctl, META_MAGIC, RING_MAGIC) // last: attach() checks it
+    return new Ring(sab, byteOffset, capacityBytes, opts)
+  }
+
+  /** Rebuilds a ring that format()/create() laid out, from the same memory, in any thread. */
+  static attach(sab: SharedArrayBuffer, byteOffset = 0, opts: RingOptions = {}): Ring {
+    if (!(sab instanceof SharedArrayBuffer)) throw new NsrError('EINVAL', 'Ring.attach needs a SharedArrayBuffer')
+    if (byteOffset < 0 || byteOffset % SLOT_BYTES !== 0 || byteOffset + RING_CONTROL_BYTES > sab.byteLength) {
+      throw new NsrError('EINVAL', `bad ring offset ${byteOffset}`)
+    }
+    const ctl = new Int32Array(sab, byteOffset, RING_CONTROL_BYTES / 4)
+    if (Atomics.load(ctl, META_MAGIC) !== RING_MAGIC || ctl[META_VERSION] !== RING_LAYOUT_VERSION) {
+      throw new NsrError('EINVAL', `no KKCM ring at offset ${byteOffset}`)
+    }
+    const capacity = ctl[META_CAPACITY]
+    checkCapacity(capacity)
+    checkOffset(sab, byteOffset, capacity)
+    return new Ring(sab, byteOffset, capacity, opts)
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // producer side
+
+  /**
+   * Reserves room for one frame of exactly `len` payload bytes. Returns the 8-aligned offset in
+   * `bytes` where the payload goes, or RingResult.FULL / RingResult.CLOSED. Follow with commit().
+   * A second reserve() before commit() replaces the first reservation.
+   */
+  reserve(len: number): number {
+    if (!(len >= 0 && len <= this.maxFrameBytes) || len !== (len | 0)) {
+      if (len > this.maxFrameBytes) {
+        throw new NsrError('EMSGSIZE', `frame of ${len} bytes exceeds the ring's ${this.maxFrameBytes}`)
+      }
+      throw new NsrError('EINVAL', `bad frame length ${len}`)
+    }
+    const ctl = this.ctl
+    // A plain read: CLOSED only ever goes 0 -> 1, and a stale 0 costs one more frame at most (the
+    // next Atomics operation of this thread orders it). An Atomics.load here is ~10 ns on Node 20.
+    if (ctl[CLOSED] !== 0) return RingResult.CLOSED
+    const rec = PREFIX_BYTES + ((len + 7) & ~7)
+    const pos = this.tail & this.mask
+    const contig = this.capacity - pos
+    const need = rec <= contig ? rec : contig + rec
+    if (((this.tail - this.cachedHead) | 0) + need > this.capacity) {
+      this.cachedHead = Atomics.load(ctl, HEAD)
+      if (((this.tail - this.cachedHead) | 0) + need > this.capacity) {
+        this.flush() // the consumer must see everything before we wait on it
+        this.fullPending = true
+        this.headAtFull = this.cachedHead
+        Atomics.add(ctl, C_FULL, 1)
+        return RingResult.FULL
+      }
+    }
+    let at = pos
+    if (rec > contig) {
+      this.words[pos >> 2] = WRAP_MARKER
+      at = 0
+    }
+    this.words[at >> 2] = len
+    this.pendingBytes = need
+    return at + PREFIX_BYTES
+  }
+
+  /**
+   * Commits the frame last reserved. It is published at once if publishBatchBytes are pending,
+   * else by the end of the current task or this thread's next ring call (see the file comment).
+   */
+  commit(): void {
+    const n = this.pendingBytes
+    if (n < 0) assert(false, 'Ring.commit() without a reserve()')
+    this.pendingBytes = -1
+    this.tail = (this.tail + n) | 0
+    this.framesIn++
+    if (((this.tail - this.publishedTail) | 0) >= this.publishBatchBytes) {
+      // Publication keeps commit order across this thread's rings: frames committed earlier on
+      // another ring go out first. SDRL depends on it: a TX committed to the chassis ring must be
+      // visible before a TXDONE (on the peer ring) that says it was sent, or a death in between
+      // loses the record. (Regression: failover test, records skipped after a kill.)
+      flushRings()
+      this.flush()
+    } else if (!this.queued) {
+      this.queued = true
+      pending.rings.push(this)
+      if (!pending.microtaskQueued) {
+        pending.microtaskQueued = true
+        queueMicrotask(onMicrotask)
+      }
+    }
+  }
+
+  /** Publishes this ring's committed frames now; wakes the consumer if it is parked. */
+  flush(): void {
+    if (this.tail === this.publishedTail) return
+    const ctl = this.ctl
+    this.publishedTail = this.tail
+    this.f64[F_FRAMES_IN] = this.framesIn
+    Atomics.store(ctl, TAIL, this.tail)
+    // seq-cst store then load: pairs with park()'s store-then-recheck (no lost wake-up)
+    if (Atomics.load(ctl, CPARK) === 1) this.wake(CPARK)
+  }
+
+  /** reserve + copy + commit. Returns RingResult.OK, FULL or CLOSED. */
+  send(payload: Uint8Array): number {
+    const off = this.reserve(payload.length)
+    if (off < 0) return off
+    if (payload.length !== 0) this.bytes.set(payload, off) // set() beats a byte loop from ~8 bytes up
+    this.commit()
+    return RingResult.OK
+  }
+
+  /** Free bytes now (the largest frame that fits may be smaller: frames are contiguous). */
+  freeBytes(): number {
+    flushRings()
+    return this.capacity - ((Atomics.load(this.ctl, TAIL) - Atomics.load(this.ctl, HEAD)) | 0)
+  }
+
+  /**
+   * Resolves when space may have appeared since the last FULL (the consumer advanced) or the ring
+   * closed; at once if no reserve() returned FULL since. Spins briefly, then parks.
+   */
+  writable(): Promise<void> {
+    flushRings()
+    if (!this.fullPending) return RESOLVED
+    if (this.writeWait) return this.writeWait
+    const ctl = this.ctl
+    const ready = (): boolean => Atomics.load(ctl, HEAD) !== this.headAtFull || Atomics.load(ctl, CLOSED) !== 0
+    if (ready() || this.spin(ready)) {
+      this.fullPending = false
+      return RESOLVED
+    }
+    const p = this.park(PPARK, ready).then(() => {
+      this.writeWait = null
+      this.fullPending = false
+    })
+    this.writeWait = p
+    return p
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // consumer side
+
+  /**
+   * Calls onFrame for each available frame, in place (zero copy), up to `maxFrames`, then
+   * publishes the head once. onFrame must not keep the view: the producer reuses the bytes once the
+   * call returns. Returns the number of frames consumed. A throwing onFrame still consumes its frame.
+   */
+  drain(onFrame: (bytes: Uint8Array, offset: number, length: number) => void, maxFrames = Number.MAX_SAFE_INTEGER): number {
+    if (pending.rings.length !== 0) flushRings()
+    let h = this.head
+    const t = Atomics.load(this.ctl, TAIL) // one acquire per call, not per frame
+    if (h === t) return 0
+    const words = this.words
+    const bytes = this.bytes
+    const mask = this.mask
+    const cap = this.capacity
+    const maxLen = this.maxFrameBytes
+    let n = 0
+    try {
+      while (h !== t && n < maxFrames) {
+        const pos = h & mask
+        const len = words[pos >> 2]
+        if (len === WRAP_MARKER) {
+          const skipTo = (h + cap - pos) | 0
+          if (((t - skipTo) | 0) <= 0) {
+            this.onCorrupt()
+            return n
+          }
+          h = skipTo
+          continue
+        }
+        const next = (h + PREFIX_BYTES + ((len + 7) & ~7)) | 0
+        if (len < 0 || len > maxLen || pos + PREFIX_BYTES + len > cap || ((t - next) | 0) < 0) {
+          this.onCorrupt()
+          return n
+        }
+        h = next
+        n++
+        onFrame(bytes, pos + PREFIX_BYTES, len)
+      }
+    } finally {
+      this.publishHead(h, n)
+    }
+    return n
+  }
+
+  /** Copies out one frame, or returns null when none is available. */
+  receive(): Uint8Array | null {
+    let out: Uint8Array | null = null
+    this.drain((b, off, len) => {
+      out = b.slice(off, off + len)
+    }, 1)
+    return out
+  }
+
+  /**
+   * Resolves when a frame is available or the ring closed: spins briefly, then parks with
+   * Atomics.waitAsync (holding a referenced timer so the event loop stays alive while parked).
+   */
+  readable(): Promise<void> {
+    flushRings()
+    if (this.readWait) return this.readWait
+    const ready = this.readyToRead
+    if (ready() || this.spin(ready)) return RESOLVED
+    const p = this.park(CPARK, ready).then(() => {
+      this.readWait = null
+    })
+    this.readWait = p
+    return p
+  }
+
+  /** Blocking variant of readable() for threads that may block. True when readable, false on timeout. */
+  waitReadableSync(timeoutMs: number): boolean {
+    flushRings()
+    const ready = this.readyToRead
+    if (ready() || this.spin(ready)) return true
+    const ctl = this.ctl
+    const deadline = performance.now() + timeoutMs
+    for (;;) {
+      Atomics.store(ctl, CPARK, 1)
+      if (ready()) {
+        Atomics.store(ctl, CPARK, 0)
+        return true
+      }
+      Atomics.add(ctl, C_PARKS, 1)
+      const left = deadline - performance.now()
+      if (left <= 0) {
+        Atomics.store(ctl, CPARK, 0)
+        return ready()
+      }
+      Atomics.wait(ctl, CPARK, 1, left)
+      Atomics.store(ctl, CPARK, 0)
+      if (ready()) return true
+    }
+  }
+
+  /** True when no committed frame waits to be drained. */
+  isEmpty(): boolean {
+    flushRings()
+    return Atomics.load(this.ctl, HEAD) === Atomics.load(this.ctl, TAIL)
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // both sides
+
+  /**
+   * Closes the ring for both sides: reserve() returns CLOSED from now on, parked sides wake up.
+   * Frames committed before close() stay readable; a frame is never half-delivered.
+   */
+  close(): void {
+    flushRings()
+    const ctl = this.ctl
+    Atomics.store(ctl, CLOSED, 1)
+    Atomics.store(ctl, PPARK, 0)
+    Atomics.notify(ctl, PPARK)
+    Atomics.store(ctl, CPARK, 0)
+    Atomics.notify(ctl, CPARK)
+  }
+
+  get closed(): boolean {
+    return Atomics.load(this.ctl, CLOSED) !== 0
+  }
+
+  /** Counters of both sides (the shared ones live in the control block). */
+  stats(): RingStats {
+    flushRings()
+    const ctl = this.ctl
+    return {
+      framesIn: this.f64[F_FRAMES_IN],
+      framesOut: this.f64[F_FRAMES_OUT],
+      full: Atomics.load(ctl, C_FULL),
+      parks: Atomics.load(ctl, C_PARKS),
+      notifies: Atomics.load(ctl, C_NOTIFIES),
+      corrupt: Atomics.load(ctl, C_CORRUPT),
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // internals
+
+  /** @internal flushRings() only: leaves the pending list and publishes. */
+  flushQueued(): void {
+    this.queued = false
+    this.flush()
+  }
+
+  private readonly readyToRead = (): boolean =>
+    Atomics.load(this.ctl, TAIL) !== this.head || Atomics.load(this.ctl, CLOSED) !== 0
+
+  private publishHead(h: number, n: number): void {
+    if (h === this.head) return
+    const ctl = this.ctl
+    this.head = h
+    this.framesOut += n
+    this.f64[F_FRAMES_OUT] = this.framesOut
+    Atomics.store(ctl, HEAD, h)
+    if (Atomics.load(ctl, PPARK) === 1) this.wake(PPARK)
+  }
+
+  private onCorrupt(): void {
+    Atomics.add(this.ctl, C_CORRUPT, 1)
+    this.close()
+  }
+
+  private wake(word: number): void {
+    const ctl = this.ctl
+    Atomics.store(ctl, word, 0)
+    Atomics.notify(ctl, word)
+    Atomics.add(ctl, C_NOTIFIES, 1)
+  }
+
+  /** Polls `ready` for up to spinUs microseconds. */
+  private spin(ready: () => boolean): boolean {
+    if (this.spinUs <= 0) return false
+    const until = performance.now() + this.spinUs / 1000
+    for (;;) {
+      for (let i = 0; i < SPIN_POLLS_PER_CLOCK_READ; i++) if (ready()) return true
+      if (performance.now() >= until) return false
+    }
+  }
+
+  /** Announces the park in `word`, re-checks, then sleeps on `word` until notified. */
+  private async park(word: number, ready: () => boolean): Promise<void> {
+    const ctl = this.ctl
+    Atomics.store(ctl, word, 1)
+    if (ready()) {
+      Atomics.store(ctl, word, 0)
+      return
+    }
+    Atomics.add(ctl, C_PARKS, 1)
+    const keepAlive = setInterval(noop, KEEPALIVE_INTERVAL_MS)
+    try {
+      const r = Atomics.waitAsync(ctl, word, 1)
+      if (r.async) await r.value
+    } finally {
+      clearInterval(keepAlive)
+      Atomics.store(ctl, word, 0)
+    }
+  }
+}
+
+function checkOffset(sab: SharedArrayBuffer, byteOffset: number, capacity: number): void {
+  if (!Number.isInteger(byteOffset) || byteOffset < 0 || byteOffset % SLOT_BYTES !== 0) {
+    throw new NsrError('EINVAL', `ring offset ${byteOffset} must be a multiple of ${SLOT_BYTES}`)
+  }
+  if (byteOffset + RING_CONTROL_BYTES + capacity > sab.byteLength) {
+    throw new NsrError('EINVAL', `ring of ${capacity} bytes at ${byteOffset} overruns a ${sab.byteLength}-byte buffer`)
+  }
+}
