@@ -51,6 +51,7 @@ interface ReSlotState {
   chassisEp: Endpoint
   sink: RingSink
   alive: boolean
+  dying: boolean
   gen: number
   lastBeat: number
   lastBeatAt: number
@@ -61,6 +62,8 @@ export interface FailoverEvent {
   from: string
   to: string
   takeoverMs: number
+  /** Until the new primary finished promoting (its application's mastership handlers included). */
+  promoteMs: number
   adopted: number
   lost: number
 }
@@ -79,6 +82,9 @@ export class Chassis extends EventEmitter {
   private closing = false
   private supervisor: ReturnType<typeof setInterval> | null = null
   private failing: Promise<void> | null = null
+  private lastSupervise = performance.now()
+  lastTerminateMs = 0
+  lastDrained = 0
   private readyWaiters: Array<() => void> = []
   readonly failovers: FailoverEvent[] = []
   readonly counters = { failovers: 0, secondaryLosses: 0, hungDetected: 0, respawns: 0 }
@@ -148,6 +154,7 @@ export class Chassis extends EventEmitter {
       chassisEp,
       sink: new RingSink(chassisEp.tx),
       alive: true,
+      dying: false,
       gen: 0,
       lastBeat: 0,
       lastBeatAt: performance.now(),
@@ -167,6 +174,13 @@ export class Chassis extends EventEmitter {
 
   private supervise(): void {
     const now = performance.now()
+    // A late tick means this (host) thread was starved, not that an RE stopped beating: restart the
+    // silence clocks rather than blame an RE for the supervisor's own delay.
+    const late = now - this.lastSupervise > 2 * this.keepaliveMs
+    this.lastSupervise = now
+    for (const st of [this.primary, this.secondary]) {
+      if (st && late) st.lastBeatAt = now
+    }
     for (const st of [this.primary, this.secondary]) {
       if (!st || !st.alive) continue
       const beat = Atomics.load(this.heartbeat, st.slot)
@@ -182,15 +196,21 @@ export class Chassis extends EventEmitter {
   }
 
   private onExit(st: ReSlotState, reason: string): void {
-    if (!st.alive) return
+    if (!st.alive || st.dying) return
     void this.lost(st, reason)
   }
 
-  /** Terminates an RE and handles its loss. */
+  /**
+   * Terminates an RE, then handles its loss. The order matters: until the thread is really gone it
+   * could still commit frames (a TX to the chassis, a TXDONE to the secondary) after we drained.
+   */
   private async retire(st: ReSlotState, reason: string): Promise<void> {
-    const lost = this.lost(st, reason)
-    void st.worker.terminate()
-    await lost
+    if (!st.alive) return
+    st.dying = true
+    const t = performance.now()
+    await st.worker.terminate()
+    this.lastTerminateMs = performance.now() - t
+    await this.lost(st, reason)
   }
 
   private lost(st: ReSlotState, reason: string): Promise<void> {
@@ -204,16 +224,19 @@ export class Chassis extends EventEmitter {
     const p = run().catch((err) => {
       this.emit('error', err)
     })
-    this.failing = p.finally(() => {
-      if (this.failing === p) this.failing = null
+    const f: Promise<void> = p.finally(() => {
+      if (this.failing === f) this.failing = null
     })
-    return p
+    this.failing = f
+    return f
   }
 
   private async primaryLost(dead: ReSlotState, reason: string): Promise<void> {
     const t0 = performance.now()
     // Every record the dead primary committed to its ring was acked by the secondary: send it.
-    drainNow(dead.chassisEp.rx, (h, b, o) => this.core.onReMessage(dead.id, h, b, o), () => this.core.onReBatchEnd())
+    const drained = drainNow(dead.chassisEp.rx, (h, b, o) => this.core.onReMessage(dead.id, h, b, o), () => this.core.onReBatchEnd())
+    const tDrained = performance.now()
+    this.lastDrained = drained
     this.primary = null
     const next = this.secondary
     if (!next || !next.alive || this.closing) {
@@ -221,11 +244,22 @@ export class Chassis extends EventEmitter {
       return
     }
     this.secondary = null
+    let firstTx = 0
+    this.core.onFirstTxAfterPromotion = () => {
+      firstTx = performance.now()
+    }
     const info = this.core.beginPromotion(next.id, next.sink)
+    const tCall = performance.now()
     const r = await next.api.promote(info)
+    const tDone = performance.now()
     this.core.promoted(next.id, next.sink, r.adopted, r.lost)
+    this.emit('takeover-trace', { drained, drainMs: tDrained - t0, callMs: tDone - tCall, mergeMs: r.ms, waitedMs: tCall - tDrained })
     this.primary = next
-    const ev: FailoverEvent = { reason, from: dead.id, to: next.id, takeoverMs: performance.now() - t0, adopted: r.adopted.length, lost: r.lost.length }
+    this.core.onFirstTxAfterPromotion = null
+    // Takeover: from the primary's death to the first record of the new primary reaching the
+    // transport (or to the end of the promotion when it had nothing to send).
+    const takeoverMs = (firstTx || performance.now()) - t0
+    const ev: FailoverEvent = { reason, from: dead.id, to: next.id, takeoverMs, promoteMs: performance.now() - t0, adopted: r.adopted.length, lost: r.lost.length }
     this.counters.failovers++
     this.failovers.push(ev)
     this.emit('failover', ev)
@@ -264,10 +298,8 @@ export class Chassis extends EventEmitter {
   /** Fault injection: terminates an RE abruptly (the supervisor sees it die). */
   kill(which: 'primary' | 'secondary'): Promise<void> {
     const st = which === 'primary' ? this.primary : this.secondary
-    if (!st) return Promise.resolve()
-    const lost = this.lost(st, 'killed')
-    void st.worker.terminate()
-    return lost
+    if (!st || st.dying) return Promise.resolve()
+    return this.retire(st, 'killed')
   }
 
   /** Fault injection: the RE busy-loops for `ms` (its heartbeat stops; the supervisor replaces it). */
@@ -286,15 +318,7 @@ export class Chassis extends EventEmitter {
     if (!st || !this.secondary) throw new NsrError('ENOTCONN', 'switchover needs a primary and a secondary')
     await st.api.quiesce(opts.timeoutMs ?? 2000)
     const before = this.failovers.length
-    st.alive = false
-    const p = (async () => {
-      if (this.failing) await this.failing
-      await this.primaryLost(st, 'switchover')
-    })()
-    this.failing = p
-    await p
-    this.failing = null
-    void st.worker.terminate()
+    await this.retire(st, 'switchover')
     return this.failovers.length > before ? this.failovers[this.failovers.length - 1] : null
   }
 

@@ -17,6 +17,8 @@
 //   any      --promotion-->    primary   (new primary's cursor = old secondary's)
 
 import { pack, unpack } from 'msgpackr'
+// msgpackr decodes strings with TextDecoder, which refuses views of a SharedArrayBuffer: control
+// payloads are read in place from a ring, so they are sliced (copied) before unpack().
 import { Flag, MsgType, seqAdd, seqLe, type Header } from '../protocol/header.ts'
 import type { Addr } from '../socket/records.ts'
 import type { FrameSink } from '../re/sink.ts'
@@ -48,6 +50,8 @@ export interface Conn {
   priOut: number // bytes delivered to the primary not yet credited back
   secOut: number
   paused: boolean
+  /** The primary was told of this connection (connect/udp reply or 'accepted' committed): RX may follow. */
+  announced: boolean
   closing: boolean
   ended: boolean
   local: Addr | null
@@ -81,6 +85,9 @@ export class ChassisCore {
   private txCreditDue = new Map<number, number>()
   private waitingRoom = new Set<string>()
   private promoting = false
+  private firstTxPending = false
+  /** Called when the first record from a newly promoted primary reaches a transport. */
+  onFirstTxAfterPromotion: (() => void) | null = null
   sync = { total: 0, functional: 0, peer: false }
   onSync: () => void = () => {}
   onCmd: (reId: string, cmd: Record<string, unknown>) => Record<string, unknown> | null = () => null
@@ -111,7 +118,9 @@ export class ChassisCore {
 
   setSecondary(id: string, sink: FrameSink | null): void {
     this.secondary = sink ? { id, sink } : null
-    if (!sink) for (const c of this.conns.values()) if (c.mode === 'both') this.setMode(c, 'primary')
+    // No secondary: nothing to hold received data for either ('hold' would starve the primary when
+    // the secondary died before the primary started, or failed, that connection's handshake).
+    if (!sink) for (const c of this.conns.values()) if (c.mode === 'both' || c.mode === 'hold') this.setMode(c, 'primary')
   }
 
   // ---- messages from an RE ---------------------------------------------------------------------
@@ -136,7 +145,7 @@ export class ChassisCore {
       case MsgType.CMD: {
         let cmd: Record<string, unknown>
         try {
-          cmd = unpack(bytes.subarray(off, off + h.length)) as Record<string, unknown>
+          cmd = unpack(bytes.slice(off, off + h.length)) as Record<string, unknown>
         } catch {
           this.counters.rejected++
           return
@@ -181,6 +190,10 @@ export class ChassisCore {
     }
     const data = bytes.slice(start, end)
     c.txSeq = h.seq
+    if (this.promoting || this.firstTxPending) {
+      this.firstTxPending = false
+      this.onFirstTxAfterPromotion?.()
+    }
     c.txOutstanding += data.length
     this.counters.txRecords++
     this.counters.txBytes += data.length
@@ -216,7 +229,16 @@ export class ChassisCore {
       reply = { ok: false, code: e.code && /^E[A-Z]+$/.test(e.code) ? e.code : 'EINVAL', message: e.message ?? String(err) }
     }
     const re = this.primary?.id === reId ? this.primary : this.secondary?.id === reId ? this.secondary : null
-    if (re) this.sendEvent(re, reqId, reply)
+    const opened = reply.ok && (cmd.op === 'connect' || cmd.op === 'udp') ? Number(reply.handle) : 0
+    if (re) this.sendEvent(re, reqId, reply, opened ? () => this.announced(opened) : undefined)
+  }
+
+  /** The event introducing connection `handle` is on the primary's link: its RX may follow it. */
+  private announced(handle: number): void {
+    const c = this.conns.get(handle)
+    if (!c || c.announced) return
+    c.announced = true
+    this.pumpRx(c)
   }
 
   private async command(reId: string, cmd: Record<string, unknown>): Promise<Record<string, unknown>> {
@@ -283,13 +305,14 @@ export class ChassisCore {
     return t
   }
 
-  sendEvent(re: ReSlot, reqId: number, ev: Record<string, unknown>): void {
+  sendEvent(re: ReSlot, reqId: number, ev: Record<string, unknown>, onSent?: () => void): void {
     const payload = pack(ev)
     if (!re.sink.send(MsgType.EVENT, 0, 0, 0, reqId, 0, payload)) {
-      this.whenRoom(re, () => this.sendEvent(re, reqId, ev))
+      this.whenRoom(re, () => this.sendEvent(re, reqId, ev, onSent))
       return
     }
     re.sink.flush()
+    onSent?.()
   }
 
   private whenRoom(re: ReSlot, cb: () => void): void {
@@ -316,6 +339,7 @@ export class ChassisCore {
       priOut: 0,
       secOut: 0,
       paused: false,
+      announced: false,
       closing: false,
       ended: false,
       local: tc?.local ?? listener?.local ?? null,
@@ -343,7 +367,10 @@ export class ChassisCore {
     // A replicated listener's connections are replicated from their first byte: hold until the
     // handshake completes.
     if (l.replicateOnAccept && this.secondary) c.mode = 'hold'
-    this.sendEvent(p, 0, { ev: 'accepted', listen: listenHandle, handle: c.handle, local: tc.local, remote: tc.remote, txCredit: this.limits.txWindowBytes })
+    const held = c.mode === 'hold'
+    this.sendEvent(p, 0, { ev: 'accepted', listen: listenHandle, handle: c.handle, local: tc.local, remote: tc.remote, txCredit: this.limits.txWindowBytes, held }, () =>
+      this.announced(c.handle),
+    )
   }
 
   private received(c: Conn, data: Uint8Array, addr: Addr | null, flags: number, code?: string): void {
@@ -375,7 +402,9 @@ export class ChassisCore {
   /** Delivers queued chunks: secondary first, then the primary up to the secondary's cursor. */
   pumpRx(c: Conn): void {
     const end = c.qHead + c.q.length
-    if (c.mode === 'both' && this.secondary) {
+    if (!c.announced) {
+      // Nothing yet: RX must not overtake the event that tells the primary about this connection.
+    } else if (c.mode === 'both' && this.secondary) {
       c.secIdx = this.deliver(c, this.secondary, c.secIdx, end, 'secOut')
       c.priIdx = this.deliver(c, this.primary!, c.priIdx, c.secIdx, 'priOut')
     } else if (c.mode === 'primary' && this.primary) {
@@ -407,7 +436,9 @@ export class ChassisCore {
       const n = ch.data.length
       if (n > 0 && c[out] + n > this.limits.rxWindowBytes) break
       const flags = ch.flags | (ch.addr ? Flag.DATAGRAM : 0)
-      if (!re.sink.send(MsgType.RX, flags, c.handle, 0, 0, 0, ch.data, ch.addr)) {
+      // seq: the chunk's number on this connection from 1, the RE's rcvSeq once delivered; a snoop
+      // pair drops copies from an earlier replication round by it.
+      if (!re.sink.send(MsgType.RX, flags, c.handle, (i + 1) >>> 0, 0, 0, ch.data, ch.addr)) {
         if (!this.waitingRoom.has(re.id)) {
           this.waitingRoom.add(re.id)
           re.sink.whenRoom(() => {
@@ -477,19 +508,27 @@ export class ChassisCore {
 
   /**
    * Step 2 (or the only step, in the simulator): the new primary `id` adopted these sockets; the
-   * rest cannot be taken over (their handshake never finished) and are reset.
+   * rest cannot be taken over (their handshake never finished) and are reset. `uncharged` (from
+   * promote()) is, per socket, the pre-existing received data the new primary holds unread: it came
+   * over the KKCM, so it was never charged to that RE, and is charged now (the RE credits it when read).
    */
-  promoted(id: string, sink: FrameSink, adopted: number[], _lost: number[], unread?: Record<number, number>): void {
+  promoted(id: string, sink: FrameSink, adopted: number[], _lost: number[], uncharged?: Record<number, number>): void {
     if (!this.promoting || this.primary?.id !== id) this.switchFanout(id, sink)
     this.promoting = false
+    this.firstTxPending = false
     const keep = new Set(adopted)
     for (const c of [...this.conns.values()]) {
       if (!keep.has(c.handle)) {
         this.closeConn(c, true)
         continue
       }
-      if (c.mode === 'hold') c.mode = 'primary'
-      if (unread && unread[c.handle] !== undefined) c.priOut = unread[c.handle]
+      if (c.mode === 'hold') {
+        // The handshake had not released fan-out: the new primary holds only pre-existing data,
+        // which came over the KKCM and is not charged to it; what the dead primary owed is moot.
+        c.mode = 'primary'
+        c.priOut = 0
+      }
+      if (uncharged && uncharged[c.handle]) c.priOut += uncharged[c.handle]
       this.pumpRx(c)
     }
     this.sync = { total: adopted.length, functional: 0, peer: false }

@@ -9,6 +9,8 @@
 
 import { EventEmitter } from 'node:events'
 import { pack, unpack } from 'msgpackr'
+// msgpackr decodes strings with TextDecoder, which refuses views of a SharedArrayBuffer: control
+// payloads are read in place from a ring, so they are sliced (copied) before unpack().
 import { Timer, type Clock } from '../clock.ts'
 import { NsrError } from '../errors.ts'
 import { Flag, MsgType, seqAdd, seqLe, seqLt, type Header } from '../protocol/header.ts'
@@ -49,8 +51,10 @@ export interface PromoteInfo {
 }
 
 interface Pending {
-  resolve: (v: Record<string, unknown>) => void
+  resolve: (v: unknown) => void
   reject: (e: NsrError) => void
+  /** Runs as the reply is dispatched, before any frame behind it (a new socket must exist before its first RX). */
+  onReply?: (v: Record<string, unknown>) => unknown
 }
 
 const RX_CREDIT_BATCH_DIVISOR = 4
@@ -102,6 +106,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     lostAtTakeover: 0,
     unreadSentAtMerge: 0,
     rxDropped: 0,
+    rxStale: 0,
     hookErrors: 0,
   }
 
@@ -127,7 +132,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
 
   connect(opts: { host?: string; port: number; transport?: 'tcp' | 'memory'; local?: string }): Promise<Socket> {
     this.requirePrimary('connect')
-    return this.request({ op: 'connect', host: opts.host ?? '127.0.0.1', port: opts.port, transport: opts.transport ?? 'memory', local: opts.local }).then((r) =>
+    return this.request({ op: 'connect', host: opts.host ?? '127.0.0.1', port: opts.port, transport: opts.transport ?? 'memory', local: opts.local }, (r) =>
       this.adopt(r, 'tcp'),
     )
   }
@@ -135,7 +140,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   listen(opts: { host?: string; port: number; transport?: 'tcp' | 'memory'; replicate?: boolean }): Promise<Socket> {
     this.requirePrimary('listen')
     const replicate = opts.replicate ?? true
-    return this.request({ op: 'listen', host: opts.host ?? '127.0.0.1', port: opts.port, transport: opts.transport ?? 'memory', replicate }).then((r) => {
+    return this.request({ op: 'listen', host: opts.host ?? '127.0.0.1', port: opts.port, transport: opts.transport ?? 'memory', replicate }, (r) => {
       const sock = this.adopt(r, 'listen')
       if (replicate && this.peerSink) void this.replicate(sock).catch(() => {})
       else if (replicate) this.replicateWanted.add(sock.handle)
@@ -145,7 +150,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
 
   udp(opts: { host?: string; port: number; transport?: 'udp' | 'memory' }): Promise<Socket> {
     this.requirePrimary('udp')
-    return this.request({ op: 'udp', host: opts.host ?? '127.0.0.1', port: opts.port, transport: opts.transport ?? 'memory' }).then((r) => this.adopt(r, 'udp'))
+    return this.request({ op: 'udp', host: opts.host ?? '127.0.0.1', port: opts.port, transport: opts.transport ?? 'memory' }, (r) => this.adopt(r, 'udp'))
   }
 
   /** Secondary: the read-only snoop pair for `handle` (created now if the handshake has not begun). */
@@ -201,16 +206,28 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     if (this.role !== 'primary') return Promise.reject(new NsrError('EINVAL', 'replicate() is for the primary RE'))
     this.replicateWanted.add(sock.handle)
     const sr = sock.sr as SrPrimary | null
-    if (sr && (sr.functional || sr.initializing)) return sr.functional ? Promise.resolve() : sr.start()
+    if (sr && (sr.functional || sr.initializing)) return sr.whenFunctional()
     if (!this.peerSink) return Promise.reject(new NsrError('ENOTCONN', 'no secondary RE is up; replication starts when one is'))
     const ext = sr ?? new SrPrimary(sock, this)
     return ext.start()
   }
 
-  unreplicate(sock: Socket): void {
+  unreplicate(sock: Socket | SnoopPair): void {
+    if (sock instanceof SnoopPair) return this.unsplit(sock)
     this.replicateWanted.delete(sock.handle)
     const sr = sock.sr as SrPrimary | null
     if (sr) sr.teardown('unreplicate', true)
+  }
+
+  /** Secondary: stops snooping on `pair` and tells the primary, which tears replication down too. */
+  private unsplit(pair: SnoopPair): void {
+    if (this.pairs.get(pair.handle) !== pair) return
+    this.dropPair(pair)
+    const tell = (): void => {
+      if (this.peerSink && !this.peerSink.send(MsgType.UNREPLICATE, 0, pair.handle, 0, 0, 0, null)) this.peerSink.whenRoom(tell)
+    }
+    tell()
+    pair.emit('unreplicated')
   }
 
   // ---- PrimaryHost -----------------------------------------------------------------------------
@@ -230,6 +247,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       rcvSeq: sock.rcvSeq,
       sndOffset: sock.sndOffset - sock.snd.bytes,
       rcvOffset: sock.rcvOffset,
+      rcvReadOffset: sock.rcvOffset - sock.rcv.bytes,
     }
     return pack(p)
   }
@@ -273,6 +291,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       for (const sock of this.sockets.values()) {
         const sr = sock.sr as SrPrimary | null
         if (sr && sr.state !== 0 && (sr.functional || sr.initializing)) sr.fail(`peer-lost: ${reason}`)
+        else sr?.peerGone()
       }
       this.emit('replication-down', { reason })
     }
@@ -377,7 +396,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       case MsgType.INIT_PARAMS: {
         let params: SocketParams
         try {
-          params = unpack(bytes.subarray(off, off + h.length)) as SocketParams
+          params = unpack(bytes.slice(off, off + h.length)) as SocketParams
         } catch {
           return this.nak(h.handle, 'params-undecodable')
         }
@@ -457,7 +476,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   private peerMsg(bytes: Uint8Array, off: number, len: number): void {
     let msg: unknown
     try {
-      msg = unpack(bytes.subarray(off, off + len))
+      msg = unpack(bytes.slice(off, off + len))
     } catch {
       return this.reject('peer-msg-undecodable')
     }
@@ -472,7 +491,11 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
 
   private nak(handle: number, why: string): void {
     this.reject(why)
-    this.peerSink?.send(MsgType.INIT_NAK, 0, handle, 0, 0, 0, null)
+    // Retried until sent: the primary's handshake has no timer and would wait for an answer forever.
+    const tell = (): void => {
+      if (this.peerSink && !this.peerSink.send(MsgType.INIT_NAK, 0, handle, 0, 0, 0, null)) this.peerSink.whenRoom(tell)
+    }
+    tell()
     const pair = this.pairs.get(handle)
     if (pair) this.dropPair(pair)
   }
@@ -510,14 +533,20 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   }
 
   private newPair(handle: number): SnoopPair {
+    // Reads of a pair that was dropped (or merged) no longer count: dropPair() took its bytes off.
     const onRead = (pair: SnoopPair, n: number) => {
+      if (this.pairs.get(pair.handle) !== pair) return
       this.heldBytes -= n
       this.updateCongestion()
       this.maybeFlowctl(pair)
     }
-    const onRecvRead = (pair: SnoopPair, n: number) => {
+    const onRecvRead = (pair: SnoopPair, n: number, charged: number) => {
+      if (this.pairs.get(pair.handle) !== pair) return
       this.heldBytes -= n
-      this.addRxCredit(pair.handle, n, this.limits.rcvbufBytes)
+      // Unread received data counts toward CONGESTED: reading it may clear the flag.
+      this.updateCongestion()
+      // Credit only what the chassis charged to this RE (RX), not pre-existing data from the primary.
+      if (charged > 0) this.addRxCredit(pair.handle, charged, this.limits.rcvbufBytes)
     }
     return new SnoopPair(handle, this.snoopBufBytes, onRead, onRecvRead)
   }
@@ -592,16 +621,23 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         this.counters.rxDropped++
         return
       }
+      if (h.seq !== seqAdd(pair.recv.seq, 1)) {
+        // Sent for an earlier replication round of this handle (the chassis link is not ordered with
+        // the KKCM): this pair's pre-existing data has it, or the chassis sends it again in order.
+        this.counters.rxStale++
+        return
+      }
       const before = pair.heldBytes()
       pair.received(ended ? new Uint8Array(0) : this.slab.copy(bytes.subarray(start, end)), addr, ended)
       this.heldBytes += pair.heldBytes() - before
+      this.updateCongestion()
     }
   }
 
   private onEvent(h: Header, bytes: Uint8Array, off: number): void {
     let ev: Record<string, unknown>
     try {
-      ev = unpack(bytes.subarray(off, off + h.length)) as Record<string, unknown>
+      ev = unpack(bytes.slice(off, off + h.length)) as Record<string, unknown>
     } catch {
       return this.reject('event-undecodable')
     }
@@ -609,18 +645,39 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       const p = this.pending.get(h.ack)
       if (!p) return this.reject('event-unknown-request')
       this.pending.delete(h.ack)
-      if (ev.ok) p.resolve(ev)
-      else p.reject(new NsrError((ev.code as NsrError['code']) ?? 'EINVAL', String(ev.message ?? 'chassis refused')))
+      if (ev.ok) {
+        try {
+          p.resolve(p.onReply ? p.onReply(ev) : ev)
+        } catch (err) {
+          p.reject(err instanceof NsrError ? err : new NsrError('EINVAL', (err as Error).message))
+        }
+      } else p.reject(new NsrError((ev.code as NsrError['code']) ?? 'EINVAL', String(ev.message ?? 'chassis refused')))
       return
     }
     if (ev.ev === 'accepted' && this.role === 'primary') {
       const listener = this.sockets.get(ev.listen as number)
       const sock = this.adopt(ev, 'tcp')
       sock.parent = (ev.listen as number) ?? 0
+      let replicating = false
       if (listener && this.replicateWanted.has(listener.handle) && this.peerSink) {
+        replicating = true
         void this.replicate(sock).catch(() => {})
       } else if (listener && this.replicateWanted.has(listener.handle)) this.replicateWanted.add(sock.handle)
-      listener?.emit('connection', sock)
+      // The chassis holds a replicated listener's new connection for the handshake; when none starts
+      // now (the listener was unreplicated, or no secondary is attached yet), release it, or the
+      // primary would never receive on it. A later handshake holds it again.
+      if (ev.held && !replicating) void this.request({ op: 'prl', handle: sock.handle, mode: 'off' }).catch(() => {})
+      // After the microtasks already queued: when the listen() reply and this event arrive in one
+      // batch, the application's listen().then() must run (and subscribe) before 'connection'.
+      if (listener) {
+        queueMicrotask(() => {
+          try {
+            listener.emit('connection', sock)
+          } catch {
+            this.counters.hookErrors++
+          }
+        })
+      }
       return
     }
     if (ev.ev === 'closed') {
@@ -642,12 +699,14 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
 
   // ---- requests to the chassis (msgpackr CMD, reply EVENT with ack = request id) ---------------
 
-  request(cmd: Record<string, unknown>): Promise<Record<string, unknown>> {
+  request(cmd: Record<string, unknown>): Promise<Record<string, unknown>>
+  request<T>(cmd: Record<string, unknown>, onReply: (r: Record<string, unknown>) => T): Promise<T>
+  request(cmd: Record<string, unknown>, onReply?: (r: Record<string, unknown>) => unknown): Promise<unknown> {
     const seq = this.nextReq
     this.nextReq = this.nextReq === 0x7fffffff ? 1 : this.nextReq + 1
     const payload = pack(cmd)
     return new Promise((resolve, reject) => {
-      this.pending.set(seq, { resolve, reject })
+      this.pending.set(seq, { resolve, reject, onReply })
       this.cmdBacklog.push({ seq, payload })
       this.flushCmds()
     })
@@ -728,7 +787,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
    * Each complete snoop pair merges into a live socket (seed 7.4 A) that resumes transmission right
    * after the last record the chassis accepted. Returns the handles adopted and those lost.
    */
-  promote(info: PromoteInfo): { adopted: number[]; lost: number[] } {
+  promote(info: PromoteInfo): { adopted: number[]; lost: number[]; uncharged: Record<number, number> } {
     if (this.role !== 'secondary') throw new NsrError('EINVAL', `RE ${this.id} is already primary`)
     this.onPeerBatchEnd()
     this.role = 'primary'
@@ -736,6 +795,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     this.acksDue.clear()
     const adopted: number[] = []
     const lost: number[] = []
+    const uncharged: Record<number, number> = {}
     const merged: Socket[] = []
     for (const pair of [...this.pairs.values()]) {
       this.pairs.delete(pair.handle)
@@ -756,7 +816,10 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         this.counters.resumeGaps++
         sock.sndSeq = t.txSeq
       }
-      if (seqLt(t.txSeq, pair.txDoneSeq)) this.counters.resumeGaps++
+      if (seqLt(t.txSeq, pair.txDoneSeq)) {
+        this.counters.resumeGaps++
+        this.emit('resume-gap', { handle: pair.handle, chassisTxSeq: t.txSeq, txDoneSeq: pair.txDoneSeq, seq: pair.seq })
+      }
       sock.txSeq = seqLt(t.txSeq, pair.txDoneSeq) ? pair.txDoneSeq : t.txSeq
       for (const rec of pair.retained) {
         if (seqLe(rec.seq, sock.txSeq)) continue
@@ -764,6 +827,9 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         this.counters.resentAfterTakeover++
       }
       for (const rec of pair.recv.queue) sock.rcv.pushOwned(rec.seq, rec.data, rec.addr)
+      // Pre-existing data never charged to this RE: the chassis charges it now (promoted()), and
+      // the live socket credits every byte it reads.
+      if (pair.recv.unchargedBytes > 0) uncharged[pair.handle] = pair.recv.unchargedBytes
       sock.rcvSeq = pair.recv.seq
       sock.rcvOffset = pair.recv.offset
       if (pair.recv.ended) sock.peerEnded = true
@@ -779,7 +845,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     this.chassis.flush()
     this.emit('mastership', { adopted, lost })
     this.reportSync()
-    return { adopted, lost }
+    return { adopted, lost, uncharged }
   }
 
   /**

@@ -63,6 +63,13 @@ export class RingSink implements FrameSink {
 
 const MACROTASK_YIELD_MS = 2
 
+/** Frames whose header failed validation, by reason, across this thread's readers (stats). */
+export const frameRejects: Record<string, number> = {}
+
+function logReject(reason: string): void {
+  frameRejects[reason] = (frameRejects[reason] ?? 0) + 1
+}
+
 const yieldToLoop: () => Promise<void> =
   typeof setImmediate === 'function' ? () => new Promise((r) => setImmediate(r)) : () => new Promise((r) => setTimeout(r, 0))
 
@@ -76,7 +83,7 @@ export async function pumpRing(
   onBatchEnd: () => void,
   stop: () => boolean = () => false,
 ): Promise<MessageReader> {
-  const reader = new MessageReader(ring, onMessage)
+  const reader = new MessageReader(ring, onMessage, { onReject: logReject })
   let lastYield = performance.now()
   for (;;) {
     if (stop()) return reader
@@ -97,7 +104,7 @@ export async function pumpRing(
 
 /** Drains everything a ring holds right now (a dead writer's leftovers), synchronously. */
 export function drainNow(ring: Ring, onMessage: (h: Header, bytes: Uint8Array, off: number) => void, onBatchEnd: () => void): number {
-  const reader = new MessageReader(ring, onMessage)
+  const reader = new MessageReader(ring, onMessage, { onReject: logReject })
   let total = 0
   for (;;) {
     const n = reader.poll(READER_MAX_MESSAGES_PER_POLL)

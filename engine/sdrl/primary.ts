@@ -64,6 +64,12 @@ export class SrPrimary implements SendGate {
   private outbox: Step[] = []
   private waitingRoom = false
   private held = false
+  private txDoneOwed = false
+  /** An UNREPLICATE the secondary must get before anything bypasses replication or a new round starts. */
+  private stopOwed = false
+  private afterStop: (() => void) | null = null
+  /** Unread received data at the moment the parameters were taken: the pre-existing rcv data. */
+  private rcvSnapshot: QueuedRecord[] = []
   private onFunctional: Array<(err: NsrError | null) => void> = []
   readonly stat = { replicated: 0, acks: 0, bytesReplicated: 0, ackRequired: 0, windowStalls: 0 }
 
@@ -110,14 +116,28 @@ export class SrPrimary implements SendGate {
   }
 
   releasable(): number | null {
-    if (this.initializing) return this.sock.txSeq // hold everything while the handshake snapshots
+    // Hold everything while the handshake snapshots, and while the secondary is not yet told that
+    // replication stopped (it would otherwise take over with a pair that misses these records).
+    if (this.initializing || this.stopOwed) return this.sock.txSeq
     return this.functional ? this.ack : null
   }
 
-  transmitted(txSeq: number): void {
+  transmitted(_txSeq: number): void {
     if (!this.functional) return
-    // Lets the secondary drop records that reached the transport (bounds its retained buffer).
-    this.host.peer()?.send(MsgType.TXDONE, 0, this.handle, this.seq, txSeq, 0, null)
+    this.txDoneOwed = true
+    this.sendTxDone()
+  }
+
+  /**
+   * Lets the secondary drop records that reached the transport (bounds its retained buffer). Owed
+   * until sent: a TXDONE lost to a full link would leave the secondary's window shut for good.
+   */
+  private sendTxDone(): void {
+    if (!this.txDoneOwed || !this.functional) return
+    const peer = this.host.peer()
+    if (!peer) return
+    if (peer.send(MsgType.TXDONE, 0, this.handle, this.seq, this.sock.txSeq, 0, null)) this.txDoneOwed = false
+    else this.waitRoom()
   }
 
   // ---- record replication ----------------------------------------------------------------------
@@ -198,14 +218,30 @@ export class SrPrimary implements SendGate {
     this.state = SR.SR_INIT_PRIMARY
     this.initState = SRI.SRI_INITINPROGRESS
     this.held = false
+    // A room callback registered on a previous peer's sink never comes: do not wait for it.
+    this.waitingRoom = false
+    this.txDoneOwed = false
+    // Flow-control state belongs to the previous round's secondary (a stale CONGESTED would refuse
+    // every write with ENOBUFS, and no ack would ever come to clear it).
+    this.congested = false
+    this.credit = 0
     this.host.prl(this.sock, 'hold')
     return done
+  }
+
+  /** Resolves when the handshake under way completes (a second replicate() joins, never restarts it). */
+  whenFunctional(): Promise<void> {
+    if (this.functional) return Promise.resolve()
+    return new Promise<void>((resolve, reject) => this.onFunctional.push((err) => (err ? reject(err) : resolve())))
   }
 
   /** The chassis holds received data now, and everything it delivered earlier is in the rcv buffer. */
   onHeld(): void {
     if (!this.initializing || this.held) return
     this.held = true
+    // Parameters and pre-existing receive data describe one instant: the app may read more before
+    // the secondary acks the parameters, and those chunks must still reach the secondary.
+    this.rcvSnapshot = [...this.sock.rcv]
     const params = this.host.encodeParams(this.sock)
     this.push(() => this.send(MsgType.INIT_PARAMS, 0, 0, params))
     this.initState |= SRI.SRI_SENDPARAMS
@@ -219,7 +255,9 @@ export class SrPrimary implements SendGate {
       case InitStep.PARAMS: {
         if (this.initState !== (SRI.SRI_INITINPROGRESS | SRI.SRI_SENDPARAMS)) return 'init-ack-params-unexpected'
         this.initState |= SRI.SRI_SENDRCVDATA
-        for (const rec of sock.rcv) {
+        const snapshot = this.rcvSnapshot
+        this.rcvSnapshot = []
+        for (const rec of snapshot) {
           const flags = rec.addr ? Flag.DATAGRAM : 0
           this.push(() => this.send(MsgType.INIT_RCVDATA, flags, rec.seq, rec.data, rec.addr))
         }
@@ -283,24 +321,57 @@ export class SrPrimary implements SendGate {
     this.ack = this.sock.sndSeq
     this.seq = this.sock.sndSeq
     this.unackedBytes = 0
-    this.host.prl(this.sock, 'off')
+    const finish = (): void => {
+      if (!this.initializing) this.host.prl(this.sock, 'off') // unless a new round already holds
+      this.sock.pump()
+    }
+    // The secondary must drop its pair (it misses what follows); after INIT_NAK it already did.
+    if (reason === 'secondary-refused') finish()
+    else this.stopPeer(finish)
     this.settle(new NsrError(wasInit ? 'ECLOSED' : 'ETIMEDOUT', `socket ${this.handle}: replication failed (${reason})`))
     this.host.replicationChanged(this.sock, false, reason)
-    this.sock.pump()
+  }
+
+  /**
+   * Tells the secondary to drop its pair for this socket, then runs `then`. Until the notice is on
+   * the link, records stay held and no init frame goes out (FIFO order on the KKCM does the rest).
+   */
+  private stopPeer(then: () => void): void {
+    const peer = this.host.peer()
+    if (peer && !peer.send(MsgType.UNREPLICATE, 0, this.handle, 0, 0, 0, null)) {
+      this.stopOwed = true
+      this.afterStop = then
+      this.waitRoom()
+      return
+    }
+    this.stopOwed = false
+    this.afterStop = null
+    then()
+  }
+
+  /** The peer is gone: an owed notice is moot, and room callbacks on its sink never come. */
+  peerGone(): void {
+    this.waitingRoom = false
+    if (this.stopOwed) this.stopPeer(this.afterStop!)
   }
 
   /** Graceful teardown: pending records go to the transport, the extension goes away. */
   teardown(reason: string, tellPeer: boolean): void {
     this.ackTimer.stop()
     this.outbox = []
-    if (tellPeer) this.host.peer()?.send(MsgType.UNREPLICATE, 0, this.handle, 0, 0, 0, null)
     this.state = 0
-    this.sock.gate = null
-    this.sock.sr = null
-    this.host.prl(this.sock, 'off')
+    this.initState = 0
+    const finish = (): void => {
+      if (this.state !== 0) return // replicate() started a new round on this extension meanwhile
+      this.sock.gate = null
+      this.sock.sr = null
+      this.host.prl(this.sock, 'off')
+      this.sock.pump()
+    }
+    if (tellPeer) this.stopPeer(finish)
+    else finish()
     this.settle(new NsrError('ECLOSED', `socket ${this.handle}: replication torn down (${reason})`))
     this.host.replicationChanged(this.sock, false, reason)
-    this.sock.pump()
   }
 
   private settle(err: NsrError | null): void {
@@ -323,6 +394,7 @@ export class SrPrimary implements SendGate {
   }
 
   private flushOutbox(): void {
+    if (this.stopOwed) return // the previous round's UNREPLICATE goes first
     while (this.outbox.length) {
       if (!this.outbox[0]()) {
         this.host.counters.initRetries++
@@ -340,8 +412,10 @@ export class SrPrimary implements SendGate {
     this.waitingRoom = true
     peer.whenRoom(() => {
       this.waitingRoom = false
+      if (this.stopOwed) this.stopPeer(this.afterStop!)
       this.flushOutbox()
       this.replicateMore()
+      this.sendTxDone()
     })
   }
 

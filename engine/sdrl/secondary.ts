@@ -35,6 +35,8 @@ export interface SocketParams {
   rcvSeq: number
   sndOffset: number
   rcvOffset: number
+  /** Stream offset of the first unread received byte (where the secondary's receive snoop starts). */
+  rcvReadOffset: number
 }
 
 /** One read-only snoop socket: what the primary sent, or what it received. */
@@ -45,10 +47,17 @@ export class SnoopSocket extends EventEmitter {
   seq = 0
   /** Stream bytes appended in total. */
   offset = 0
+  /** Stream offset of the next byte read() returns (PSRM: lets a late-joining app find its place). */
+  readOffset = 0
+  /**
+   * Bytes at the head of the queue the chassis never charged to this RE (pre-existing data came over
+   * the KKCM, not as RX): reading them returns no receive credit.
+   */
+  unchargedBytes = 0
   ended = false
-  private readonly onRead: (bytes: number) => void
+  private readonly onRead: (bytes: number, charged: number) => void
 
-  constructor(flags: number, onRead: (bytes: number) => void) {
+  constructor(flags: number, onRead: (bytes: number, charged: number) => void) {
     super()
     this.flags = flags
     this.onRead = onRead
@@ -64,7 +73,13 @@ export class SnoopSocket extends EventEmitter {
   /** Next record (send snoop) or received chunk (receive snoop); null when none is queued. */
   read(): RecordView | null {
     const rec = this.queue.shift()
-    if (rec) this.onRead(rec.data.length)
+    if (rec) {
+      const n = rec.data.length
+      const uncharged = Math.min(n, this.unchargedBytes)
+      this.unchargedBytes -= uncharged
+      this.readOffset += n
+      this.onRead(n, n - uncharged)
+    }
     return rec ?? null
   }
 
@@ -93,12 +108,12 @@ export class SnoopPair extends EventEmitter {
   readonly stat = { records: 0, bytes: 0, rxChunks: 0, rxBytes: 0, trimmed: 0 }
   private readonly snoopBufBytes: number
 
-  constructor(handle: number, snoopBufBytes: number, onSendRead: (pair: SnoopPair, n: number) => void, onRecvRead: (pair: SnoopPair, n: number) => void) {
+  constructor(handle: number, snoopBufBytes: number, onSendRead: (pair: SnoopPair, n: number) => void, onRecvRead: (pair: SnoopPair, n: number, charged: number) => void) {
     super()
     this.handle = handle
     this.snoopBufBytes = snoopBufBytes
     this.send = new SnoopSocket(SR.SR_SECONDARY_SND_SOCK, (n) => onSendRead(this, n))
-    this.recv = new SnoopSocket(SR.SR_SECONDARY_RCV_SOCK, (n) => onRecvRead(this, n))
+    this.recv = new SnoopSocket(SR.SR_SECONDARY_RCV_SOCK, (n, charged) => onRecvRead(this, n, charged))
   }
 
   get functional(): boolean {
@@ -129,8 +144,10 @@ export class SnoopPair extends EventEmitter {
     this.txDoneSeq = p.txSeq
     this.send.seq = p.txSeq
     this.send.offset = p.sndOffset
+    this.send.readOffset = p.sndOffset
     this.recv.seq = p.rcvSeq
     this.recv.offset = p.rcvOffset
+    this.recv.readOffset = p.rcvReadOffset
     this.initState |= SRI.SRI_SETPARAMS
     return null
   }
@@ -143,6 +160,7 @@ export class SnoopPair extends EventEmitter {
     }
     // Pre-existing receive data: unread on the primary; offsets were counted in the params.
     this.recv.queue.pushOwned(seq, data, addr)
+    this.recv.unchargedBytes += data.length
     this.recv.emit('readable')
     return null
   }

@@ -15,12 +15,15 @@ export interface QueuedRecord {
 }
 
 const SLAB_BYTES = 64 * 1024
+const NO_SLAB = new Uint8Array(0)
 
 export class RecordQueue {
   private items: QueuedRecord[] = []
   private head = 0
-  private slab = new Uint8Array(SLAB_BYTES)
-  private slabUsed = 0
+  // The first slab is allocated by the first copy: most queues (snoop, retained) never copy, and
+  // a socket has several queues.
+  private slab = NO_SLAB
+  private slabUsed = SLAB_BYTES
   /** Payload bytes queued. */
   bytes = 0
 
@@ -91,8 +94,8 @@ export class RecordQueue {
 
 /** Copies short-lived views (a ring frame read in place) into shared slabs, one copy each. */
 export class Slab {
-  private slab = new Uint8Array(SLAB_BYTES)
-  private used = 0
+  private slab = NO_SLAB
+  private used = SLAB_BYTES
 
   copy(data: Uint8Array): Uint8Array {
     const n = data.length

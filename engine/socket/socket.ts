@@ -143,7 +143,6 @@ export class Socket extends EventEmitter {
     if (this.kind === 'listen') throw new NsrError('EINVAL', 'cannot write on a listen socket')
     if (this.state !== 'open') throw new NsrError('EPIPE', `socket ${this.handle} is ${this.state}`)
     if (this.error) throw this.error
-    if (this.host.frozen) return this.refuse('EAGAIN', 'a switchover is under way')
     if (this.kind === 'udp') {
       if (!addr && !this.remote) throw new NsrError('EINVAL', 'a datagram needs a destination address')
     } else if (addr) throw new NsrError('EINVAL', 'a stream record takes no address')
@@ -152,6 +151,8 @@ export class Socket extends EventEmitter {
       this.counters.emsgsize++
       throw new NsrError('EMSGSIZE', `record of ${len} bytes exceeds the limit of ${Math.min(this.limits.maxRecordBytes, this.limits.sndbufBytes)}`)
     }
+    // After EMSGSIZE: a record that can never fit must not be retried after 'writable'.
+    if (this.host.frozen) return this.refuse('EAGAIN', 'a switchover is under way')
     if (this.snd.bytes + len > this.limits.sndbufBytes) return this.refuse('EAGAIN', `send buffer full (${this.snd.bytes}/${this.limits.sndbufBytes} bytes)`)
     if (this.gate) {
       try {
@@ -176,7 +177,8 @@ export class Socket extends EventEmitter {
 
   /** Hands releasable records to the transport while the chassis grants credit. */
   pump(): void {
-    const limit = this.gate ? this.gate.releasable() : this.sndSeq
+    // releasable() null means no hold applies (replication off or failed): everything may go.
+    const limit = this.gate?.releasable() ?? this.sndSeq
     const start = this.txSeq
     if (limit !== null) {
       while (seqDiff(limit, this.txSeq) > 0) {

@@ -1,0 +1,122 @@
+// Real worker threads on the in-memory transport: the primary is killed at random moments while a
+// peer streams numbered lines in and the application streams numbered records out. After every
+// kill the secondary has taken over and a fresh secondary is back in sync. The peer checks its
+// received stream record by record: sequence contiguous from 1 (nothing lost, nothing twice, in
+// order), the application's view of the inbound stream never going back (no received data lost in
+// a takeover), and no gap ever seen by the application.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { Chassis } from '../../engine/index.ts'
+import type { MemoryPeer } from '../../engine/chassis/memory.ts'
+import { filler, fillerLength } from '../fixtures/stream-app.ts'
+
+// The normal run kills 25 times to keep the suite short; FAILOVER_KILLS=200 is the long soak.
+const KILLS = Number(process.env.FAILOVER_KILLS ?? 25)
+const SEED = Number(process.env.FAILOVER_SEED ?? Date.now() % 100000)
+const SIZE = 200
+
+function prng(seed: number): () => number {
+  let s = seed >>> 0 || 1
+  return () => {
+    s ^= s << 13
+    s ^= s >>> 17
+    s ^= s << 5
+    return (s >>> 0) / 2 ** 32
+  }
+}
+
+/** Checks the record stream as it arrives. */
+class StreamChecker {
+  next = 1
+  lastLine = 0
+  errors: string[] = []
+  private partial = ''
+  feed(data: Uint8Array): void {
+    let s = this.partial + Buffer.from(data).toString('latin1')
+    let i: number
+    while ((i = s.indexOf('\n')) >= 0) {
+      this.check(s.slice(0, i))
+      s = s.slice(i + 1)
+    }
+    this.partial = s
+  }
+  private check(line: string): void {
+    const [seqS, lastS, gapsS, fill] = line.split(':')
+    const seq = Number(seqS)
+    const last = Number(lastS)
+    const err = (m: string) => this.errors.length < 10 && this.errors.push(`record ${this.next}: ${m} (${line.slice(0, 40)})`)
+    if (seq !== this.next) err(`expected seq ${this.next}, got ${seq}`)
+    if (fill !== filler(seq, fillerLength(seq, SIZE))) err('filler corrupt')
+    if (last < this.lastLine) err(`inbound stream went back from line ${this.lastLine} to ${last}`)
+    if (gapsS !== '0') err(`application saw ${gapsS} gaps in the inbound stream`)
+    this.lastLine = Math.max(this.lastLine, last)
+    this.next = seq + 1
+  }
+}
+
+describe(`failover with real workers (seed ${SEED}; replay: FAILOVER_SEED=${SEED} npx vitest run test/chassis/failover.test.ts)`, () => {
+  let chassis: Chassis
+  beforeAll(async () => {
+    chassis = await Chassis.start({
+      app: new URL('../fixtures/stream-app.ts', import.meta.url),
+      appOptions: { port: 7000, total: 1e12, size: SIZE },
+      // The test kills on purpose; a loaded CI machine must not add spurious hang detections.
+      re: { deadIntervalMs: 5000, keepaliveIntervalMs: 50 },
+      deadIntervalMs: 5000,
+    })
+  })
+  afterAll(async () => {
+    await chassis?.close()
+  })
+
+  it(`survives ${KILLS} kills of the primary with a byte-exact stream both ways`, async () => {
+    const rand = prng(SEED)
+    const peer: MemoryPeer = chassis.memory.dial(7000)
+    peer.keepReceived = false
+    const check = new StreamChecker()
+    peer.on('data', (d: Uint8Array) => check.feed(d))
+    let sent = 0
+    let writing = true
+    const writeLines = () => {
+      while (writing) {
+        const ok = peer.write(Buffer.from(`${String(++sent).padStart(8, '0')}\n`))
+        if (!ok) return void peer.once('drain', writeLines)
+        if (sent % 64 === 0) return void setImmediate(writeLines)
+      }
+    }
+    writeLines()
+    // Ready means every replicated socket is functional: wait until the connection counts too.
+    while (chassis.core.sync.total < 2) await new Promise((r) => setTimeout(r, 5))
+    const takeovers: number[] = []
+    chassis.on('failover', (e) => takeovers.push(e.takeoverMs))
+    const t0 = performance.now()
+    for (let k = 0; k < KILLS; k++) {
+      await chassis.ready(20_000)
+      // A random moment: sometimes at once, sometimes after the stream has moved on.
+      const waitMs = rand() < 0.3 ? 0 : Math.floor(rand() * 30)
+      if (waitMs) await new Promise((r) => setTimeout(r, waitMs))
+      const before = check.next
+      await chassis.kill('primary')
+      if (check.errors.length) console.log('chassis counters at failure', JSON.stringify(chassis.core.counters), JSON.stringify(chassis.failovers.at(-1)), 'terminateMs', chassis.lastTerminateMs, 'drained', chassis.lastDrained)
+      expect(check.errors).toEqual([])
+      if (k % 25 === 0) console.log(`kill ${k}: ${before - 1} records, ${sent} lines sent, ${Math.round(performance.now() - t0)} ms`)
+    }
+    await chassis.ready(20_000)
+    writing = false
+    // The stream keeps flowing after the last takeover, and the app has seen every line sent.
+    const target = check.next + 2000
+    const deadline = performance.now() + 20_000
+    while ((check.next < target || check.lastLine < sent) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    expect(check.errors).toEqual([])
+    expect(check.next).toBeGreaterThanOrEqual(target)
+    expect(check.lastLine).toBe(sent)
+    expect(chassis.failovers.length).toBe(KILLS)
+    const s = await chassis.stats()
+    expect(s.chassis.counters.txDuplicates).toBe(0)
+    expect(s.chassis.counters.txGaps).toBe(0)
+    expect(s.chassis.counters.txFromSecondary).toBe(0)
+    expect(s.primary!.counters.resumeGaps).toBe(0)
+    expect(s.ready).toBe(true)
+    takeovers.sort((a, b) => a - b)
+    console.log(`${KILLS} kills; takeover p50 ${takeovers[Math.floor(takeovers.length / 2)].toFixed(2)} ms, max ${takeovers[takeovers.length - 1].toFixed(2)} ms`)
+  }, 600_000)
+})
