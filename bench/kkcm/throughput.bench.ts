@@ -3,7 +3,9 @@
 // by side for each size, alternating, best of ROUNDS runs each (on a shared two-core machine a run
 // is only ever slowed down by interference, never sped up). Figures: kkcm.ring.msgs_per_s.<size>,
 // kkcm.postmessage.msgs_per_s.<size>, kkcm.ring.gb_per_s.<size>, kkcm.ring_vs_postmessage.<size>
-// (ratio of frames/s).
+// (ratio of frames/s). For 64 B and 1 KiB the ring also runs with per-frame tail publication
+// (publishBatchBytes 0), the alternative to batching by bytes: kkcm.ring_per_frame.msgs_per_s.<size>
+// and kkcm.ring_batched_vs_per_frame.<size>.
 
 import { Ring } from '../../engine/kkcm/ring.ts'
 import { runWorkerPair } from '../lib/pair.ts'
@@ -13,7 +15,10 @@ import type { PmThroughputData } from './workers/pm-producer.ts'
 import type { RingThroughputData } from './workers/ring-producer.ts'
 
 export const SIZES = [64, 1024, 16384] as const
-const RING_CAPACITY_BYTES = 1 << 20
+const PER_FRAME_SIZES: readonly number[] = [64, 1024]
+// 4 MiB: on a loaded two-core machine every lap of the ring can cost a park and a wake on each
+// side, so fewer, longer laps measured 25-40% faster than 1 MiB at 1-16 KiB frames.
+const RING_CAPACITY_BYTES = 1 << 22
 const DURATION_MS = 500
 const ROUNDS = 3
 /** Bytes of postMessage payload allowed in flight (the ring's own bound is its capacity). */
@@ -39,10 +44,10 @@ function rate(p: ProducerResult, c: ConsumerResult, what: string): number {
 
 export async function ringThroughput(
   size: number,
-  opts: { durationMs?: number; capacityBytes?: number; publishBatchBytes?: number } = {},
+  opts: { durationMs?: number; capacityBytes?: number; publishBatchBytes?: number; spin?: RingThroughputData['spin'] } = {},
 ): Promise<number> {
   const ring = Ring.create(opts.capacityBytes ?? RING_CAPACITY_BYTES)
-  const data: RingThroughputData = { sab: ring.sab, size, durationMs: opts.durationMs ?? DURATION_MS, publishBatchBytes: opts.publishBatchBytes }
+  const data: RingThroughputData = { sab: ring.sab, size, durationMs: opts.durationMs ?? DURATION_MS, publishBatchBytes: opts.publishBatchBytes, spin: opts.spin }
   const [p, c] = await runWorkerPair<ProducerResult, ConsumerResult>({ a: url('ring-producer.ts'), b: url('ring-consumer.ts'), data })
   return rate(p, c, `ring ${size} B`)
 }
@@ -59,12 +64,23 @@ export default async function throughput({ progress }: { progress: Progress }): 
   for (const size of SIZES) {
     let ring = 0
     let pm = 0
+    let perFrame = 0
     for (let round = 0; round < ROUNDS; round++) {
       const r = await ringThroughput(size)
       const p = await postMessageThroughput(size)
-      progress(`${size} B round ${round + 1}/${ROUNDS}: ring ${fmtRate(r, ' frames/s')} (${((r * size) / 1e9).toFixed(2)} GB/s), postMessage ${fmtRate(p, ' msgs/s')}`)
+      const f = PER_FRAME_SIZES.includes(size) ? await ringThroughput(size, { publishBatchBytes: 0 }) : 0
+      progress(
+        `${size} B round ${round + 1}/${ROUNDS}: ring ${fmtRate(r, ' frames/s')} (${((r * size) / 1e9).toFixed(2)} GB/s), ` +
+          `postMessage ${fmtRate(p, ' msgs/s')}` +
+          (f ? `, ring publishing per frame ${fmtRate(f, ' frames/s')}` : ''),
+      )
       ring = Math.max(ring, r)
       pm = Math.max(pm, p)
+      perFrame = Math.max(perFrame, f)
+    }
+    if (perFrame > 0) {
+      out[`kkcm.ring_per_frame.msgs_per_s.${size}`] = sig(perFrame)
+      out[`kkcm.ring_batched_vs_per_frame.${size}`] = sig(ring / perFrame, 3)
     }
     progress(`${size} B best: ring ${fmtRate(ring, ' frames/s')}, postMessage ${fmtRate(pm, ' msgs/s')}: ring is ${(ring / pm).toFixed(1)}x`)
     out[`kkcm.ring.msgs_per_s.${size}`] = sig(ring)

@@ -20,16 +20,28 @@ import type { ReControl, ReWorkerData } from '../re/worker-main.ts'
 import { portEndpoint } from '../runtime/endpoint.ts'
 import { spawnWorker } from '../runtime/worker.ts'
 import { ChassisCore, type ChassisLimits } from './core.ts'
+import { FibLink } from './fib-link.ts'
+import type { FibOptions } from '../ksync/fib.ts'
 import { MemoryNetwork } from './memory.ts'
+import { NetTransport } from './net.ts'
 import type { Transport } from './transport.ts'
+import { ConnHooks } from './conn-hooks.ts'
+import { HookRegistry } from '../hooks/registry.ts'
+import { replicationPolicy, type ReplicationPolicy, type ReplicationPolicyOptions } from '../hooks/replication-policy.ts'
+import type { ConnectCall } from '../hooks/types.ts'
+import type { WalkFilter } from '../hooks/connection-table.ts'
 
 export interface ChassisOptions {
   /** The application module (its default export receives the RE). */
   app: URL | string
   /** Passed to the application as `re.options`. */
   appOptions?: unknown
-  /** Extra transports by name ('tcp', 'udp'); the in-memory one is always there as 'memory'. */
+  /** Transports by name: 'memory' (in-process), 'tcp' and 'udp' (OS sockets) are there by default; these add or replace. */
   transports?: Record<string, Transport>
+  /** Replicate every TCP connection whose port matches, without the application asking (a hook user). */
+  replicatePorts?: Omit<ReplicationPolicyOptions, 'replicate'>
+  /** Registers socket lifecycle hooks before the REs start, so the application's first sockets are seen too. */
+  hooks?: (registry: HookRegistry) => void
   re?: Partial<Omit<ReOptions, 'id' | 'role' | 'clock'>>
   limits?: Partial<ChassisLimits>
   /** Bytes of each KKCM ring (a power of two). */
@@ -41,6 +53,8 @@ export interface ChassisOptions {
   restoreRedundancy?: boolean
   /** Delay before the replacement secondary starts (tests model a slow RE). */
   respawnDelayMs?: number
+  /** Sizes of the chassis FIB that the primary RE programs through KSync (re.ksync). */
+  fib?: Omit<FibOptions, 'inject'>
 }
 
 interface ReSlotState {
@@ -72,7 +86,14 @@ const ENTRY = [new URL('../../workers/re-a.ts', import.meta.url), new URL('../..
 
 export class Chassis extends EventEmitter {
   readonly memory: MemoryNetwork
+  /** TCP and UDP over the OS (registered as 'tcp' and 'udp'). */
+  readonly net: NetTransport
   readonly core: ChassisCore
+  /** The FIB (KSync's target), here so it outlives every RE; audited after each failover ('fib-audit'). */
+  readonly ksync: FibLink
+  /** Socket lifecycle hooks (bind, unbind, listen, unlisten, connect, disconnect) and the live TCP connections. */
+  readonly hooks: HookRegistry
+  private readonly connHooks: ConnHooks
   private readonly opts: ChassisOptions
   private readonly ringBytes: number
   private readonly heartbeat = new Int32Array(new SharedArrayBuffer(8))
@@ -94,9 +115,25 @@ export class Chassis extends EventEmitter {
     this.opts = opts
     this.ringBytes = opts.ringBytes ?? 1 << 22
     this.memory = new MemoryNetwork()
-    this.core = new ChassisCore({ memory: this.memory, ...opts.transports }, opts.limits)
+    this.net = new NetTransport('net')
+    this.core = new ChassisCore({ memory: this.memory, tcp: this.net, udp: this.net, ...opts.transports }, opts.limits)
+    this.hooks = new HookRegistry({
+      onHookError: (e) => this.emit('hook-error', { event: e.event, hook: e.hook, handle: e.call.args.handle, error: e.error instanceof Error ? e.error.message : String(e.error) }),
+    })
+    this.connHooks = new ConnHooks(this.hooks, this.core)
+    this.core.observer = this.connHooks
+    if (opts.replicatePorts) this.replicationPolicy(opts.replicatePorts)
+    opts.hooks?.(this.hooks)
     this.core.onSync = () => this.checkReady()
     this.on('error', () => {})
+    this.ksync = new FibLink(this.core, { ...opts.fib, onAudit: (e) => this.emit('fib-audit', e) })
+    // Applications' own events: re.request({ op: 'app-event', event }) is emitted as 'app-event'.
+    const next = this.core.onCmd
+    this.core.onCmd = (reId, cmd) => {
+      if (cmd.op !== 'app-event') return next(reId, cmd)
+      this.emit('app-event', { re: reId, primary: this.core.primary?.id === reId, event: cmd.event })
+      return { ok: true }
+    }
   }
 
   static async start(opts: ChassisOptions): Promise<Chassis> {
@@ -246,14 +283,15 @@ export class Chassis extends EventEmitter {
     this.secondary = null
     let firstTx = 0
     this.core.onFirstTxAfterPromotion = () => {
-      firstTx = performance.now()
+      if (!firstTx) firstTx = performance.now()
     }
-    const info = this.core.beginPromotion(next.id, next.sink)
+    // The FIB's audit begins as the secondary becomes the core's primary; its epoch goes with the promotion.
+    const info = { ...this.core.beginPromotion(next.id, next.sink), ksync: this.ksync.beginAudit() }
     const tCall = performance.now()
     const r = await next.api.promote(info)
     const tDone = performance.now()
     this.core.promoted(next.id, next.sink, r.adopted, r.lost)
-    this.emit('takeover-trace', { drained, drainMs: tDrained - t0, callMs: tDone - tCall, mergeMs: r.ms, waitedMs: tCall - tDrained })
+    this.emit('takeover-trace', { drained, drainMs: tDrained - t0, callMs: tDone - tCall, inWorker: r, waitedMs: tCall - tDrained })
     this.primary = next
     this.core.onFirstTxAfterPromotion = null
     // Takeover: from the primary's death to the first record of the new primary reaching the
@@ -322,10 +360,28 @@ export class Chassis extends EventEmitter {
     return this.failovers.length > before ? this.failovers[this.failovers.length - 1] : null
   }
 
+  /**
+   * Installs a replication policy (a connect hook): every TCP connection whose port matches is
+   * replicated by the primary RE without the application calling replicate(); an accepted one from
+   * its first byte. Connections already open are picked too unless `existing` is false.
+   */
+  replicationPolicy(opts: Omit<ReplicationPolicyOptions, 'replicate'>): ReplicationPolicy {
+    return replicationPolicy(this.hooks, { ...opts, replicate: (conn) => this.connHooks.requestReplication(conn.args.handle as number) })
+  }
+
+  /** Visits the live TCP connections (optionally of one RE's stack) until `fn` returns false; returns how many it visited. */
+  walk(fn: (conn: ConnectCall) => boolean | void, filter?: WalkFilter): number {
+    return this.hooks.walk(fn, filter)
+  }
+
   /** True when a secondary is up and every replicated socket is functional. */
   isReady(): boolean {
     const s = this.core.sync
-    return !!this.primary && !!this.secondary && s.peer && s.functional === s.total && !this.failing
+    if (!this.primary || !this.secondary || !s.peer || s.functional !== s.total || this.failing) return false
+    // A connection held for its handshake (just accepted on a replicated listener, say) is not
+    // functional yet, though the primary may not have counted it.
+    for (const c of this.core.conns.values()) if (c.mode === 'hold') return false
+    return true
   }
 
   /** Resolves when it is safe to switch over (see isReady). */
@@ -354,7 +410,7 @@ export class Chassis extends EventEmitter {
   async stats() {
     const get = async (st: ReSlotState | null) => (st && st.alive ? await st.api.stats().catch(() => null) : null)
     const [primary, secondary] = await Promise.all([get(this.primary), get(this.secondary)])
-    return { ready: this.isReady(), primary, secondary, chassis: this.core.stats(), failovers: this.failovers.length, counters: { ...this.counters } }
+    return { ready: this.isReady(), primary, secondary, chassis: this.core.stats(), net: { ...this.net.counters }, hooks: this.hooks.stats(), fib: this.ksync.stats(), failovers: this.failovers.length, counters: { ...this.counters } }
   }
 
   async close(): Promise<void> {

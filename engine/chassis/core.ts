@@ -67,12 +67,20 @@ export interface ChassisLimits {
 export const defaultChassisLimits: ChassisLimits = {
   rxWindowBytes: 256 * 1024,
   rxQueueBytes: 256 * 1024,
-  txWindowBytes: 1024 * 1024,
+  txWindowBytes: 256 * 1024,
 }
 
 interface ReSlot {
   id: string
   sink: FrameSink
+}
+
+/** Socket lifecycle observer: the chassis fires engine/hooks from it (engine/chassis/conn-hooks.ts). */
+export interface ConnObserver {
+  /** A socket opened; returning true asks that the connection be replicated (a replication policy matched). */
+  opened(c: Conn, reId: string, how: 'outgoing' | 'incoming' | 'listen' | 'udp'): boolean
+  /** The socket went away: 'close' (an RE closed it), 'reset' (dropped at a takeover), or the peer's / OS error code. */
+  closed(c: Conn, reason: string): void
 }
 
 export class ChassisCore {
@@ -83,8 +91,11 @@ export class ChassisCore {
   private nextHandle = 1
   private readonly transports: Record<string, Transport>
   private txCreditDue = new Map<number, number>()
+  private txCreditQueued = false
   private waitingRoom = new Set<string>()
   private promoting = false
+  /** Connections that existed when the promotion began (beginPromotion). */
+  private promotionHandles: Set<number> | null = null
   private firstTxPending = false
   /** Called when the first record from a newly promoted primary reaches a transport. */
   onFirstTxAfterPromotion: (() => void) | null = null
@@ -93,6 +104,7 @@ export class ChassisCore {
   onCmd: (reId: string, cmd: Record<string, unknown>) => Record<string, unknown> | null = () => null
   /** Observes every record handed to a transport (tests instrument invariant 1 here). */
   onTransmit: ((conn: Conn, seq: number, data: Uint8Array) => void) | null = null
+  observer: ConnObserver | null = null
   readonly counters = {
     txRecords: 0,
     txBytes: 0,
@@ -190,7 +202,7 @@ export class ChassisCore {
     }
     const data = bytes.slice(start, end)
     c.txSeq = h.seq
-    if (this.promoting || this.firstTxPending) {
+    if (this.firstTxPending) {
       this.firstTxPending = false
       this.onFirstTxAfterPromotion?.()
     }
@@ -202,6 +214,15 @@ export class ChassisCore {
     c.transport.write(data, addr, () => {
       c.txOutstanding -= n
       this.txCreditDue.set(c.handle, (this.txCreditDue.get(c.handle) ?? 0) + n)
+      // A transport that takes the bytes later (a slow peer, a socket's write callback) frees room
+      // outside any batch from the primary, which may be waiting for exactly this credit.
+      if (!this.txCreditQueued) {
+        this.txCreditQueued = true
+        queueMicrotask(() => {
+          this.txCreditQueued = false
+          this.flushTxCredit()
+        })
+      }
     })
   }
 
@@ -249,13 +270,15 @@ export class ChassisCore {
         const t = this.transport(cmd.transport)
         const tc = await t.connect(String(cmd.host), Number(cmd.port), cmd.local as string | undefined)
         const c = this.addConn('tcp', tc, null)
-        return { ok: true, handle: c.handle, local: tc.local, remote: tc.remote, txCredit: this.limits.txWindowBytes }
+        const replicate = this.observer?.opened(c, reId, 'outgoing') === true
+        return { ok: true, handle: c.handle, local: tc.local, remote: tc.remote, txCredit: this.limits.txWindowBytes, replicate }
       }
       case 'udp': {
         this.mustBePrimary(isPrimary, 'udp')
         const t = this.transport(cmd.transport === 'udp' ? 'udp' : cmd.transport)
         const tc = await t.udp(String(cmd.host), Number(cmd.port))
         const c = this.addConn('udp', tc, null)
+        this.observer?.opened(c, reId, 'udp')
         return { ok: true, handle: c.handle, local: tc.local, remote: null, txCredit: this.limits.txWindowBytes }
       }
       case 'listen': {
@@ -265,6 +288,7 @@ export class ChassisCore {
         const listener = await t.listen(String(cmd.host), Number(cmd.port), (tc) => this.accepted(handle, tc))
         const c = this.addConn('listen', null, listener, handle)
         c.replicateOnAccept = cmd.replicate === true
+        this.observer?.opened(c, reId, 'listen')
         return { ok: true, handle: c.handle, local: listener.local, remote: null, txCredit: 0 }
       }
       case 'close': {
@@ -276,8 +300,12 @@ export class ChassisCore {
       case 'prl': {
         const c = this.conns.get(Number(cmd.handle))
         if (!c) return { ok: false, code: 'ENOENT', message: `no connection ${String(cmd.handle)}` }
+        // A release finds no hold when the secondary it was meant for died meanwhile (its loss
+        // ended the hold): it must not fan out to whichever secondary came up since.
+        if (cmd.mode === 'release' && c.mode !== 'hold') return { ok: true }
         const mode = cmd.mode === 'hold' ? 'hold' : cmd.mode === 'release' ? (this.secondary ? 'both' : 'primary') : 'primary'
         this.setMode(c, mode)
+        this.onSync() // readiness depends on no connection being held
         return { ok: true }
       }
       case 'sync': {
@@ -364,11 +392,12 @@ export class ChassisCore {
       return
     }
     const c = this.addConn('tcp', tc, null)
-    // A replicated listener's connections are replicated from their first byte: hold until the
-    // handshake completes.
-    if (l.replicateOnAccept && this.secondary) c.mode = 'hold'
+    const replicate = this.observer?.opened(c, p.id, 'incoming') === true
+    // A replicated listener's connections (or ones a replication policy picked) are replicated from
+    // their first byte: hold until the handshake completes.
+    if ((l.replicateOnAccept || replicate) && this.secondary) c.mode = 'hold'
     const held = c.mode === 'hold'
-    this.sendEvent(p, 0, { ev: 'accepted', listen: listenHandle, handle: c.handle, local: tc.local, remote: tc.remote, txCredit: this.limits.txWindowBytes, held }, () =>
+    this.sendEvent(p, 0, { ev: 'accepted', listen: listenHandle, handle: c.handle, local: tc.local, remote: tc.remote, txCredit: this.limits.txWindowBytes, held, replicate }, () =>
       this.announced(c.handle),
     )
   }
@@ -377,8 +406,12 @@ export class ChassisCore {
     if (c.ended) return
     if (flags) {
       c.ended = true
-      if (flags & Flag.RST) this.counters.resets++
-      void code
+      if (flags & Flag.RST) {
+        this.counters.resets++
+        this.observer?.closed(c, code ?? 'ECONNRESET')
+        // The REs get the errno-style code as the RST chunk's payload.
+        if (code) data = new TextEncoder().encode(code)
+      }
     }
     c.q.push({ data, addr, flags })
     c.qBytes += data.length
@@ -458,6 +491,7 @@ export class ChassisCore {
   closeConn(c: Conn, reset: boolean): void {
     if (c.closing) return
     c.closing = true
+    this.observer?.closed(c, reset ? 'reset' : 'close')
     if (c.listener) c.listener.close()
     if (c.transport) {
       if (reset) c.transport.destroy()
@@ -489,6 +523,9 @@ export class ChassisCore {
   beginPromotion(id: string, sink: FrameSink): { sockets: Record<number, { txSeq: number; txCredit: number }> } {
     const info = this.promoteInfo()
     this.switchFanout(id, sink)
+    // Only these can be left behind by the old primary: what the new one opens meanwhile (its
+    // mastership handlers may connect at once) is kept by promoted().
+    this.promotionHandles = new Set(this.conns.keys())
     return info
   }
 
@@ -504,6 +541,7 @@ export class ChassisCore {
       c.mode = 'primary'
     }
     this.promoting = true
+    this.firstTxPending = true
   }
 
   /**
@@ -517,8 +555,10 @@ export class ChassisCore {
     this.promoting = false
     this.firstTxPending = false
     const keep = new Set(adopted)
+    const before = this.promotionHandles
+    this.promotionHandles = null
     for (const c of [...this.conns.values()]) {
-      if (!keep.has(c.handle)) {
+      if (!keep.has(c.handle) && (before === null || before.has(c.handle))) {
         this.closeConn(c, true)
         continue
       }

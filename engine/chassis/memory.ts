@@ -9,6 +9,7 @@ import type { Addr } from '../socket/records.ts'
 import type { ConnEvents, Transport, TransportConn, TransportListener } from './transport.ts'
 
 const PEER_WINDOW_BYTES = 256 * 1024
+const noop = (): void => {}
 
 /** The far end of an in-memory connection, in the test's or demo's hands. */
 export class MemoryPeer extends EventEmitter {
@@ -20,6 +21,8 @@ export class MemoryPeer extends EventEmitter {
   ended = false
   reset = false
   private inner: MemoryConn | null = null
+  private readPaused = false
+  private unread: Array<{ data: Uint8Array; done: () => void }> = []
   private pending: Uint8Array[] = []
   private pendingBytes = 0
 
@@ -65,11 +68,31 @@ export class MemoryPeer extends EventEmitter {
     this.inner?.events?.error('ECONNRESET', 'peer reset')
   }
 
-  /** Called by the engine side. */
-  deliver(data: Uint8Array): void {
+  /** Called by the engine side; `done` frees the engine's transport window (see pauseReading). */
+  deliver(data: Uint8Array, done: () => void = noop): void {
+    if (this.readPaused) {
+      this.unread.push({ data, done })
+      return
+    }
     if (this.keepReceived) this.received.push(data)
     this.receivedBytes += data.length
     this.emit('data', data)
+    done()
+  }
+
+  /**
+   * A slow reader: what the engine sends waits here, and the engine's transport window stays
+   * taken (a TCP peer's window closing), until resumeReading().
+   */
+  pauseReading(): void {
+    this.readPaused = true
+  }
+
+  resumeReading(): void {
+    this.readPaused = false
+    const unread = this.unread
+    this.unread = []
+    for (const u of unread) this.deliver(u.data, u.done)
   }
 
   remoteEnded(): void {
@@ -100,7 +123,7 @@ export class MemoryConn implements TransportConn {
   write(data: Uint8Array, addr: Addr | null, done: () => void): void {
     if (this.closed) return done()
     if (this.dgram) this.dgram.net.sendDatagram(this.local, addr ?? this.remote, data)
-    else this.peer?.deliver(data)
+    else if (this.peer) return this.peer.deliver(data, done)
     done()
   }
 

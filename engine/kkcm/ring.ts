@@ -13,6 +13,7 @@
 //     slot 4  CPARK     1 while the consumer is parked in readable()
 //     slot 5  CLOSED    1 once either side closed
 //     slot 6  COUNTERS  full, parks, notifies, corrupt            (rare events, Atomics.add)
+//     slot 7  COMMITTED producer position including unpublished frames (plain store per commit)
 //   data region, `capacity` bytes (a power of two)
 //
 // Frames: an 8-byte prefix (u32 payload length, u32 unused) then the payload, padded to 8, so every
@@ -28,21 +29,23 @@
 // when the unpublished bytes reach publishBatchBytes, and in any case before this thread can
 // observe or wait on a ring: at the end of the current task (one queued microtask per burst), and
 // first thing in drain(), receive(), isEmpty(), freeBytes(), readable(), writable(),
-// waitReadableSync(), close(), and on FULL. So within a thread a committed frame is visible at once
-// (single-thread tests see per-frame semantics), and across threads it is visible no later than
-// the producer's next wait or the end of its current task. Call flushRings() before signalling a
-// peer by another route (postMessage) in the same task, or before blocking in foreign code.
+// waitReadableSync(), close(), stats(), and on FULL. So within a thread a committed frame is
+// visible at once (single-thread code sees per-frame semantics), and across threads no later than
+// the producer's next ring call or the end of its current task. Call flushRings() before signalling
+// a peer by another route (postMessage) in the same task, or before blocking in foreign code.
 // Why: on Node 20 every Atomics.load/store is a ~10-15 ns call (Bun and Deno inline them), and a
-// store per frame also drags the TAIL line to the consumer's core per frame; publishing per 4 KiB
-// instead of per frame took 64-byte frames from about 2.4M to the figures in bench/results.json.
-// Bytes, not frames, because the cost of a publish is fixed while what it releases is bytes: a
-// frame count would publish 16 KiB frames too rarely and 64-byte frames too often.
-// A batch-threshold publish first publishes every other ring this thread has unpublished commits
-// on, so frames become visible in commit order across rings (the replication protocol relies on it).
-// The consumer publishes its head once per drain() call, likewise batched.
+// store per frame also drags the TAIL line to the consumer's core per frame. bench/kkcm measures
+// both side by side (kkcm.ring_batched_vs_per_frame.64 / .1024): batching is about 2x at 64-byte
+// frames and 1.1-1.8x at 1 KiB on the 2-core machine; 16 KiB frames are one publish each anyway.
+// Bytes, not frames: a publish costs the same whatever it releases, so a frame count would publish
+// 16 KiB frames too rarely and 64-byte frames too often. publishBatchBytes: 0 restores per-frame.
+// Crash durability is kept: commit() also stores the committed position in COMMITTED (a plain
+// store on a line only the producer writes, ~1 ns), so when a producer thread dies mid-batch its
+// committed frames are still in shared memory, and the consumer adopts them with recoverCommitted()
+// before draining a dead writer's ring. The consumer publishes its head once per drain() call.
 //
 // Waiting: a side that finds nothing to do spins for a bounded few microseconds (two cores shared
-// by three threads: long spins starve the peer), then parks: it stores 1 in its parked word,
+// by three threads: long spins starve the peer; the budget adapts, see spin()), then parks: it stores 1 in its parked word,
 // re-checks the index, and sleeps on that very word (Atomics.waitAsync, or Atomics.wait in
 // waitReadableSync). The other side, after publishing, does: if parked == 1 then store 0 and notify.
 // Sleeping on the word that announced the park closes the lost wake-up window. A pending waitAsync
@@ -62,6 +65,7 @@ const PPARK = 3 * SLOT_WORDS
 const CPARK = 4 * SLOT_WORDS
 const CLOSED = 5 * SLOT_WORDS
 const COUNTERS = 6 * SLOT_WORDS
+const COMMITTED = 7 * SLOT_WORDS
 // inside META
 const META_MAGIC = META
 const META_VERSION = META + 1
@@ -77,7 +81,7 @@ const F_FRAMES_IN = (TAIL * 4 + 8) / 8
 
 /** Bytes before the data region. A multiple of 128, so the data region stays line-aligned. */
 export const RING_CONTROL_BYTES = 1024
-assert(7 * SLOT_BYTES <= RING_CONTROL_BYTES, 'ring control block overflows')
+assert(8 * SLOT_BYTES <= RING_CONTROL_BYTES, 'ring control block overflows')
 
 const RING_MAGIC = 0x4b4b434d // 'KKCM'
 const RING_LAYOUT_VERSION = 1
@@ -89,6 +93,8 @@ export const RING_MAX_CAPACITY = 1 << 30
 export const RING_SPIN_US_DEFAULT = 10
 /** Default unpublished bytes at which commit() stores the tail (smaller rings: capacity / 8). */
 export const RING_PUBLISH_BATCH_BYTES_DEFAULT = 16384
+/** Default least budget the adaptive spin falls to, in microseconds. */
+export const RING_SPIN_FLOOR_US_DEFAULT = 1
 /** Polls between clock reads while spinning (a clock read costs about as much as 20 polls). */
 const SPIN_POLLS_PER_CLOCK_READ = 64
 /** The interval that keeps an event loop alive while parked never fires in practice. */
@@ -154,6 +160,8 @@ export interface RingStats {
 export interface RingOptions {
   /** Bounded spin before parking, in microseconds (default RING_SPIN_US_DEFAULT). 0 parks at once. */
   spinUs?: number
+  /** Least budget the adaptive spin falls to (default RING_SPIN_FLOOR_US_DEFAULT); spinUs makes it fixed. */
+  spinFloorUs?: number
   /**
    * Unpublished bytes at which commit() publishes the tail at once (default
    * min(RING_PUBLISH_BATCH_BYTES_DEFAULT, capacity / 8)); 0 publishes every frame.
@@ -170,11 +178,14 @@ export class Ring {
   readonly bytes: Uint8Array
   /** Same region as `bytes`. */
   readonly view: DataView
-  /** Bounded spin before parking, in microseconds. */
+  /** Bounded spin before parking, in microseconds (the adaptive budget's ceiling). */
   spinUs: number
+  /** The adaptive budget's floor, in microseconds. */
+  spinFloorUs: number
   /** Unpublished bytes at which commit() publishes the tail at once. */
   publishBatchBytes: number
 
+  private spinBudgetUs: number
   private readonly ctl: Int32Array
   private readonly f64: Float64Array
   private readonly words: Int32Array
@@ -203,6 +214,8 @@ export class Ring {
     this.maxFrameBytes = capacity / 2 - PREFIX_BYTES
     this.mask = capacity - 1
     this.spinUs = opts.spinUs ?? RING_SPIN_US_DEFAULT
+    this.spinFloorUs = opts.spinFloorUs ?? RING_SPIN_FLOOR_US_DEFAULT
+    this.spinBudgetUs = this.spinUs
     this.publishBatchBytes = opts.publishBatchBytes ?? Math.min(RING_PUBLISH_BATCH_BYTES_DEFAULT, capacity / 8)
     const dataOffset = byteOffset + RING_CONTROL_BYTES
     this.ctl = new Int32Array(sab, byteOffset, RING_CONTROL_BYTES / 4)
@@ -245,6 +258,7 @@ export class Ring {
     ctl[META_CAPACITY] = capacityBytes
     ctl[HEAD] = start
     ctl[TAIL] = start
+    ctl[COMMITTED] = start
     Atomics.store(ctl, META_MAGIC, RING_MAGIC) // last: attach() checks it
     return new Ring(sab, byteOffset, capacityBytes, opts)
   }
@@ -318,6 +332,7 @@ export class Ring {
     this.pendingBytes = -1
     this.tail = (this.tail + n) | 0
     this.framesIn++
+    this.ctl[COMMITTED] = this.tail // durable for recoverCommitted(); plain store, the line is ours alone
     if (((this.tail - this.publishedTail) | 0) >= this.publishBatchBytes) {
       // Publication keeps commit order across this thread's rings: frames committed earlier on
       // another ring go out first. SDRL depends on it: a TX committed to the chassis ring must be
@@ -480,6 +495,23 @@ export class Ring {
     }
   }
 
+  /**
+   * For a consumer whose producer thread is gone (exited, crashed or terminated): publishes every
+   * frame the producer committed, including those still in its unpublished batch, so that drain()
+   * delivers all of them. Returns the bytes adopted. Only for a dead producer: a live one may be
+   * between writing a frame and committing it, and its plain COMMITTED store carries no ordering.
+   */
+  recoverCommitted(): number {
+    const ctl = this.ctl
+    const committed = Atomics.load(ctl, COMMITTED)
+    for (;;) {
+      const t = Atomics.load(ctl, TAIL)
+      const gain = (committed - t) | 0
+      if (gain <= 0) return 0
+      if (Atomics.compareExchange(ctl, TAIL, t, committed) === t) return gain
+    }
+  }
+
   /** True when no committed frame waits to be drained. */
   isEmpty(): boolean {
     flushRings()
@@ -555,13 +587,29 @@ export class Ring {
     Atomics.add(ctl, C_NOTIFIES, 1)
   }
 
-  /** Polls `ready` for up to spinUs microseconds. */
+  /**
+   * Polls `ready` for up to the current spin budget. Adaptive: a spin that succeeds restores the
+   * full budget (spinUs), one that fails halves it (down to spinFloorUs). When the peer answers
+   * within microseconds the side keeps spinning; when spins keep failing (the peer is idle, or
+   * descheduled on an oversubscribed machine) it parks almost at once instead of burning 10 us of
+   * a core the peer may be waiting for before every park.
+   */
   private spin(ready: () => boolean): boolean {
-    if (this.spinUs <= 0) return false
-    const until = performance.now() + this.spinUs / 1000
+    const max = this.spinUs
+    if (max <= 0) return false
+    const budget = Math.min(this.spinBudgetUs, max)
+    const until = performance.now() + budget / 1000
     for (;;) {
-      for (let i = 0; i < SPIN_POLLS_PER_CLOCK_READ; i++) if (ready()) return true
-      if (performance.now() >= until) return false
+      for (let i = 0; i < SPIN_POLLS_PER_CLOCK_READ; i++) {
+        if (ready()) {
+          this.spinBudgetUs = max
+          return true
+        }
+      }
+      if (performance.now() >= until) {
+        this.spinBudgetUs = Math.max(Math.min(this.spinFloorUs, max), budget / 2)
+        return false
+      }
     }
   }
 

@@ -12,11 +12,11 @@ import { pack, unpack } from 'msgpackr'
 // msgpackr decodes strings with TextDecoder, which refuses views of a SharedArrayBuffer: control
 // payloads are read in place from a ring, so they are sliced (copied) before unpack().
 import { Timer, type Clock } from '../clock.ts'
-import { NsrError } from '../errors.ts'
+import { ErrorCode, NsrError } from '../errors.ts'
 import { Flag, MsgType, seqAdd, seqLe, seqLt, type Header } from '../protocol/header.ts'
 import { RecordQueue, Slab, type Addr, type QueuedRecord } from '../socket/records.ts'
 import { Socket, defaultSocketLimits, type SocketHost, type SocketKind, type SocketLimits } from '../socket/socket.ts'
-import { InitStep, SR } from '../sdrl/flags.ts'
+import { InitStep, SR, SRI } from '../sdrl/flags.ts'
 import { SrPrimary, type PrimaryHost } from '../sdrl/primary.ts'
 import { SnoopPair, type SocketParams } from '../sdrl/secondary.ts'
 import { decodeAddr, type FrameSink } from './sink.ts'
@@ -59,6 +59,14 @@ interface Pending {
 
 const RX_CREDIT_BATCH_DIVISOR = 4
 
+/** The error an RST chunk stands for: its payload is the transport's errno-style code. */
+function rxError(handle: number, payload: Uint8Array): NsrError {
+  let os = ''
+  for (let i = 0; i < payload.length && i < 16; i++) os += String.fromCharCode(payload[i])
+  const code = (/^E[A-Z0-9]+$/.test(os) && os in ErrorCode ? os : 'ECONNRESET') as ErrorCode
+  return new NsrError(code, `socket ${handle}: connection ${os && os !== 'ECONNRESET' ? `failed (${os})` : 'reset'}`)
+}
+
 export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHost {
   readonly id: string
   role: Role
@@ -90,6 +98,8 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   private lastSyncReport = ''
   /** Set by quiesce(): every write() fails with EAGAIN (a graceful switchover is under way). */
   frozen = false
+  /** Where the last promotion spent its time (the application's mastership handlers apart). */
+  lastPromoteTrace = { mergeMs: 0, appMs: 0 }
   readonly counters = {
     rejected: 0,
     rejectReasons: {} as Record<string, number>,
@@ -132,9 +142,17 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
 
   connect(opts: { host?: string; port: number; transport?: 'tcp' | 'memory'; local?: string }): Promise<Socket> {
     this.requirePrimary('connect')
-    return this.request({ op: 'connect', host: opts.host ?? '127.0.0.1', port: opts.port, transport: opts.transport ?? 'memory', local: opts.local }, (r) =>
-      this.adopt(r, 'tcp'),
-    )
+    return this.request({ op: 'connect', host: opts.host ?? '127.0.0.1', port: opts.port, transport: opts.transport ?? 'memory', local: opts.local }, (r) => {
+      const sock = this.adopt(r, 'tcp')
+      if (r.replicate === true) this.autoReplicate(sock) // a chassis replication policy picked it
+      return sock
+    })
+  }
+
+  /** Replicates `sock` now, or as soon as a secondary is attached (replication policy). */
+  private autoReplicate(sock: Socket): void {
+    if (this.peerSink) void this.replicate(sock).catch(() => {})
+    else this.replicateWanted.add(sock.handle)
   }
 
   listen(opts: { host?: string; port: number; transport?: 'tcp' | 'memory'; replicate?: boolean }): Promise<Socket> {
@@ -199,6 +217,9 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   closeTransport(sock: Socket): void {
     this.sockets.delete(sock.handle)
     this.replicateWanted.delete(sock.handle)
+    // Every record reached the transport: the secondary drops its snoop pair (UNREPLICATE), so a
+    // closed connection is never adopted at a takeover.
+    if (sock.sr) (sock.sr as SrPrimary).teardown('unreplicate', true)
     void this.request({ op: 'close', handle: sock.handle }).catch(() => {})
   }
 
@@ -261,9 +282,16 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   prl(sock: Socket, op: 'hold' | 'release' | 'off'): void {
     const req = this.request({ op: 'prl', handle: sock.handle, mode: op })
     if (op === 'hold') {
+      // The reply belongs to the round that asked: a late one (its round failed, a new round asked
+      // again) would snapshot while the chassis is not holding.
+      const round = (sock.sr as SrPrimary | null)?.round
+      const current = (): SrPrimary | null => {
+        const sr = sock.sr as SrPrimary | null
+        return sr && sr.round === round ? sr : null
+      }
       req.then(
-        () => (sock.sr as SrPrimary | null)?.onHeld(),
-        (err) => (sock.sr as SrPrimary | null)?.fail(`prl-hold: ${err.message}`),
+        () => current()?.onHeld(round),
+        (err) => current()?.fail(`prl-hold: ${err.message}`),
       )
     } else req.catch(() => {})
   }
@@ -331,14 +359,14 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       case MsgType.INIT_ACK: {
         const sr = this.srOf(h.handle)
         if (!sr) return this.reject('init-ack-unknown-handle')
-        if (h.seq === InitStep.DONE) sr.setInitialCredit(h.credit)
-        const why = sr.onInitAck(h.seq)
+        const why = sr.onInitAck(h.seq, h.credit)
         if (why) this.reject(why)
         return
       }
       case MsgType.INIT_NAK: {
         const sr = this.srOf(h.handle)
         if (!sr) return this.reject('init-nak-unknown-handle')
+        if (!sr.initializing) return this.reject('init-nak-not-initializing')
         sr.fail('secondary-refused')
         return
       }
@@ -394,6 +422,9 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         return
       }
       case MsgType.INIT_PARAMS: {
+        // A complete pair is a live round's takeover state (a new round always follows UNREPLICATE):
+        // a stray INIT_PARAMS must not replace it.
+        if (this.pairs.get(h.handle)?.complete) return this.reject('params-unexpected')
         let params: SocketParams
         try {
           params = unpack(bytes.slice(off, off + h.length)) as SocketParams
@@ -435,7 +466,9 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         const before = pair.heldBytes()
         const why = h.type === MsgType.INIT_RCVDATA ? pair.setRcvData(h.seq, data, addr, fin) : pair.setSndData(h.seq, data, addr, fin)
         this.heldBytes += pair.heldBytes() - before
-        if (why) return this.nak(h.handle, why)
+        // A stray init message cannot undo a complete pair (it would drop a takeover's state): only
+        // a handshake in progress is refused with INIT_NAK.
+        if (why) return pair.complete ? this.reject(why) : this.nak(h.handle, why)
         if (fin) this.initAck(pair, h.type === MsgType.INIT_RCVDATA ? InitStep.RCVDATA : InitStep.SNDDATA)
         return
       }
@@ -443,7 +476,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         const pair = this.pairs.get(h.handle)
         if (!pair) return this.reject('done-unknown-handle')
         const why = pair.done()
-        if (why) return this.nak(h.handle, why)
+        if (why) return pair.complete ? this.reject(why) : this.nak(h.handle, why)
         this.initAck(pair, InitStep.DONE)
         return
       }
@@ -555,6 +588,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     this.heldBytes -= pair.heldBytes()
     this.pairs.delete(pair.handle)
     this.acksDue.delete(pair)
+    this.updateCongestion()
     this.reportSync()
   }
 
@@ -606,14 +640,16 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       addr = d.addr
       start = d.next
     }
-    const ended = (h.flags & (Flag.FIN | Flag.RST)) !== 0 && end === start
+    // FIN carries nothing; RST carries the transport's errno-style code (ECONNRESET when empty).
+    const rst = (h.flags & Flag.RST) !== 0
+    const ended = rst || ((h.flags & Flag.FIN) !== 0 && end === start)
     if (this.role === 'primary') {
       const sock = this.sockets.get(h.handle)
       if (!sock) {
         this.counters.rxDropped++
         return
       }
-      if (ended) return sock.peerClosed(h.flags & Flag.RST ? new NsrError('ECONNRESET', `socket ${h.handle}: connection reset`) : null)
+      if (ended) return sock.peerClosed(rst ? rxError(h.handle, bytes.subarray(start, end)) : null)
       sock.deliver(this.slab.copy(bytes.subarray(start, end)), addr)
     } else {
       const pair = this.pairs.get(h.handle)
@@ -621,9 +657,10 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         this.counters.rxDropped++
         return
       }
-      if (h.seq !== seqAdd(pair.recv.seq, 1)) {
+      if (h.seq !== seqAdd(pair.recv.seq, 1) || !(pair.complete || pair.initState & SRI.SRI_SETRCVDATA)) {
         // Sent for an earlier replication round of this handle (the chassis link is not ordered with
-        // the KKCM): this pair's pre-existing data has it, or the chassis sends it again in order.
+        // the KKCM): this pair's pre-existing data has it, or the chassis sends it again in order
+        // once the handshake releases fan-out (never before the pre-existing data is in).
         this.counters.rxStale++
         return
       }
@@ -631,6 +668,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       pair.received(ended ? new Uint8Array(0) : this.slab.copy(bytes.subarray(start, end)), addr, ended)
       this.heldBytes += pair.heldBytes() - before
       this.updateCongestion()
+      if (rst) pair.recv.emit('reset', rxError(h.handle, bytes.subarray(start, end)))
     }
   }
 
@@ -659,10 +697,12 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       const sock = this.adopt(ev, 'tcp')
       sock.parent = (ev.listen as number) ?? 0
       let replicating = false
-      if (listener && this.replicateWanted.has(listener.handle) && this.peerSink) {
+      // A replicated listener's connections, and those a chassis replication policy picked.
+      const wanted = ev.replicate === true || (listener !== undefined && this.replicateWanted.has(listener.handle))
+      if (wanted && this.peerSink) {
         replicating = true
         void this.replicate(sock).catch(() => {})
-      } else if (listener && this.replicateWanted.has(listener.handle)) this.replicateWanted.add(sock.handle)
+      } else if (wanted) this.replicateWanted.add(sock.handle)
       // The chassis holds a replicated listener's new connection for the handshake; when none starts
       // now (the listener was unreplicated, or no secondary is attached yet), release it, or the
       // primary would never receive on it. A later handshake holds it again.
@@ -678,6 +718,12 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
           }
         })
       }
+      return
+    }
+    if (ev.ev === 'replicate' && this.role === 'primary') {
+      // A replication policy installed on the chassis picked a socket that is already open.
+      const sock = this.sockets.get(ev.handle as number)
+      if (sock && !sock.sr) this.autoReplicate(sock)
       return
     }
     if (ev.ev === 'closed') {
@@ -789,6 +835,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
    */
   promote(info: PromoteInfo): { adopted: number[]; lost: number[]; uncharged: Record<number, number> } {
     if (this.role !== 'secondary') throw new NsrError('EINVAL', `RE ${this.id} is already primary`)
+    const tPromote = this.clock.now()
     this.onPeerBatchEnd()
     this.role = 'primary'
     this.peerSink = null
@@ -821,12 +868,13 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         this.emit('resume-gap', { handle: pair.handle, chassisTxSeq: t.txSeq, txDoneSeq: pair.txDoneSeq, seq: pair.seq })
       }
       sock.txSeq = seqLt(t.txSeq, pair.txDoneSeq) ? pair.txDoneSeq : t.txSeq
-      for (const rec of pair.retained) {
-        if (seqLe(rec.seq, sock.txSeq)) continue
-        sock.snd.pushOwned(rec.seq, rec.data, rec.addr)
-        this.counters.resentAfterTakeover++
-      }
-      for (const rec of pair.recv.queue) sock.rcv.pushOwned(rec.seq, rec.data, rec.addr)
+      // The live socket adopts the snoop queues as they are (no per-record copy): what the
+      // transport already took is dropped from the front, the rest is resent.
+      const retained = pair.retained
+      while (retained.length && seqLe(retained.peek()!.seq, sock.txSeq)) retained.shift()
+      sock.snd = retained
+      this.counters.resentAfterTakeover += retained.length
+      sock.rcv = pair.recv.queue
       // Pre-existing data never charged to this RE: the chassis charges it now (promoted()), and
       // the live socket credits every byte it reads.
       if (pair.recv.unchargedBytes > 0) uncharged[pair.handle] = pair.recv.unchargedBytes
@@ -838,12 +886,16 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       this.replicateWanted.add(sock.handle)
       adopted.push(sock.handle)
       merged.push(sock)
+      // Resend now, publishing at once: the first record reaches the transport before the other
+      // sockets are even merged (takeover time is death to that first record).
+      sock.pump()
+      this.chassis.flush()
     }
     this.heldBytes = 0
     this.congested = false
-    for (const sock of merged) sock.pump()
-    this.chassis.flush()
+    const tMerged = this.clock.now()
     this.emit('mastership', { adopted, lost })
+    this.lastPromoteTrace = { mergeMs: tMerged - tPromote, appMs: this.clock.now() - tMerged }
     this.reportSync()
     return { adopted, lost, uncharged }
   }

@@ -7,7 +7,7 @@
 
 import { HEADER_BYTES, encodeHeader, type Header } from '../protocol/header.ts'
 import { MessageReader, READER_MAX_MESSAGES_PER_POLL } from '../kkcm/message.ts'
-import type { Ring } from '../kkcm/ring.ts'
+import { flushRings, type Ring } from '../kkcm/ring.ts'
 import type { Addr } from '../socket/records.ts'
 import { addrBytes, encodeAddr, type FrameSink } from './sink.ts'
 
@@ -58,7 +58,10 @@ export class RingSink implements FrameSink {
     })
   }
 
-  flush(): void {}
+  /** Publishes every frame this thread committed, on any ring, in commit order. */
+  flush(): void {
+    flushRings()
+  }
 }
 
 const MACROTASK_YIELD_MS = 2

@@ -9,6 +9,7 @@ import { expose } from 'comlink'
 import { systemClock } from '../clock.ts'
 import { openEndpoint, type Endpoint, type Side } from '../kkcm/channel.ts'
 import { portEndpoint } from '../runtime/endpoint.ts'
+import { attachKSync } from './ksync-link.ts'
 import { RingSink, drainNow, pumpRing } from './ring-sink.ts'
 import { RoutingEngine, type PromoteInfo, type ReOptions, type Role } from './re.ts'
 
@@ -27,7 +28,7 @@ export interface ReWorkerData {
 
 export interface ReControl {
   started(): Promise<boolean>
-  promote(info: PromoteInfo): { adopted: number[]; lost: number[]; ms: number }
+  promote(info: PromoteInfo): { adopted: number[]; lost: number[]; ms: number; drainMs: number; drained: number; mergeMs: number; appMs: number }
   attachPeer(sab: SharedArrayBuffer, side: Side): void
   peerLost(reason: string): void
   quiesce(timeoutMs: number): Promise<boolean>
@@ -38,7 +39,9 @@ export interface ReControl {
 export async function runRe(): Promise<void> {
   const wd = workerData as ReWorkerData
   const chassis = openEndpoint(wd.chassisSab, 'b')
-  const re = new RoutingEngine({ ...wd.re, id: wd.id, role: wd.role, clock: systemClock }, new RingSink(chassis.tx))
+  const chassisSink = new RingSink(chassis.tx)
+  const re = new RoutingEngine({ ...wd.re, id: wd.id, role: wd.role, clock: systemClock }, chassisSink)
+  const ksync = attachKSync(re, chassisSink)
   const heartbeat = new Int32Array(wd.heartbeatSab)
   Atomics.add(heartbeat, wd.heartbeatIndex, 1)
   re.on('tick', () => Atomics.add(heartbeat, wd.heartbeatIndex, 1))
@@ -71,13 +74,17 @@ export async function runRe(): Promise<void> {
     promote(info) {
       const t0 = performance.now()
       // Everything the old primary managed to put on the KKCM is valid: take it all first.
+      let drained = 0
       if (peer) {
         peerGen++
-        drainNow(peer.rx, (h, b, o) => re.onPeerMessage(h, b, o), () => re.onPeerBatchEnd())
+        drained = drainNow(peer.rx, (h, b, o) => re.onPeerMessage(h, b, o), () => re.onPeerBatchEnd())
         peer = null
       }
+      const t1 = performance.now()
+      // The new primary's KSync client re-syncs the chassis FIB under the audit begun for this failover.
+      ksync.promoting((info as PromoteInfo & { ksync?: { epoch: number } }).ksync)
       const r = re.promote(info)
-      return { ...r, ms: performance.now() - t0 }
+      return { ...r, ms: performance.now() - t0, drainMs: t1 - t0, drained, mergeMs: re.lastPromoteTrace.mergeMs, appMs: re.lastPromoteTrace.appMs }
     },
     attachPeer: (sab, side) => startPeer(sab, side),
     peerLost(reason) {

@@ -64,6 +64,8 @@ export class SrPrimary implements SendGate {
   private outbox: Step[] = []
   private waitingRoom = false
   private held = false
+  /** Handshake round, bumped by start(): a 'hold' reply from an earlier round must not start this one. */
+  round = 0
   private txDoneOwed = false
   /** An UNREPLICATE the secondary must get before anything bypasses replication or a new round starts. */
   private stopOwed = false
@@ -218,6 +220,7 @@ export class SrPrimary implements SendGate {
     this.state = SR.SR_INIT_PRIMARY
     this.initState = SRI.SRI_INITINPROGRESS
     this.held = false
+    this.round++
     // A room callback registered on a previous peer's sink never comes: do not wait for it.
     this.waitingRoom = false
     this.txDoneOwed = false
@@ -236,8 +239,8 @@ export class SrPrimary implements SendGate {
   }
 
   /** The chassis holds received data now, and everything it delivered earlier is in the rcv buffer. */
-  onHeld(): void {
-    if (!this.initializing || this.held) return
+  onHeld(round = this.round): void {
+    if (!this.initializing || this.held || round !== this.round) return
     this.held = true
     // Parameters and pre-existing receive data describe one instant: the app may read more before
     // the secondary acks the parameters, and those chunks must still reach the secondary.
@@ -248,7 +251,7 @@ export class SrPrimary implements SendGate {
   }
 
   /** INIT_ACK for `step`. Returns a reject reason or null. */
-  onInitAck(step: number): string | null {
+  onInitAck(step: number, credit = this.credit): string | null {
     if (!this.initializing) return 'init-ack-not-initializing'
     const sock = this.sock
     switch (step) {
@@ -282,6 +285,7 @@ export class SrPrimary implements SendGate {
       }
       case InitStep.DONE: {
         if (!(this.initState & SRI.SRI_DONE)) return 'init-ack-done-unexpected'
+        this.credit = credit // the secondary's whole window for this socket (a refused ack changes nothing)
         this.enterFunctional()
         return null
       }

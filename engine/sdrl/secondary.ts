@@ -19,6 +19,7 @@
 // `snoopBufBytes` minus what it holds (retained plus unread), so its memory stays bounded.
 
 import { EventEmitter } from 'node:events'
+import { NsrError } from '../errors.ts'
 import { seqAdd, seqLe } from '../protocol/header.ts'
 import { RecordQueue, type Addr } from '../socket/records.ts'
 import type { RecordView, SocketKind } from '../socket/socket.ts'
@@ -84,7 +85,7 @@ export class SnoopSocket extends EventEmitter {
   }
 
   write(): never {
-    throw new Error('EINVAL: snoop sockets are read-only')
+    throw new NsrError('EINVAL', 'snoop sockets are read-only')
   }
 }
 

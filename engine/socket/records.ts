@@ -47,6 +47,15 @@ export class RecordQueue {
     return rec
   }
 
+  /** Puts a record back at the front (a reader that could not use it yet). */
+  unshiftOwned(seq: number, data: Uint8Array, addr: Addr | null = null): QueuedRecord {
+    const rec: QueuedRecord = { seq, data, addr }
+    if (this.head > 0) this.items[--this.head] = rec
+    else this.items.unshift(rec)
+    this.bytes += data.length
+    return rec
+  }
+
   peek(): QueuedRecord | undefined {
     return this.items[this.head]
   }

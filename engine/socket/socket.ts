@@ -81,12 +81,13 @@ export class Socket extends EventEmitter {
 
   sndSeq = 0
   txSeq = 0
-  readonly snd = new RecordQueue()
+  snd = new RecordQueue()
   txCredit = 0
 
   rcvSeq = 0
-  readonly rcv = new RecordQueue()
+  rcv = new RecordQueue()
   rcvOffset = 0 // stream bytes received in total (PSRM: receive side)
+  private rcvUnshifted = 0 // bytes at the head of rcv already credited to the chassis (unshift)
   sndOffset = 0 // stream bytes accepted in total (PSRM: send side)
 
   state: 'open' | 'closing' | 'closed' = 'open'
@@ -242,9 +243,28 @@ export class Socket extends EventEmitter {
   read(): RecordView | null {
     const rec = this.rcv.shift()
     if (!rec) return null
-    this.counters.bytesRead += rec.data.length
-    this.host.rxConsumed(this, rec.data.length)
+    const n = rec.data.length
+    this.counters.bytesRead += n
+    // Bytes put back by unshift() were credited when first read.
+    const again = Math.min(n, this.rcvUnshifted)
+    this.rcvUnshifted -= again
+    if (n > again) this.host.rxConsumed(this, n - again)
     return rec
+  }
+
+  /**
+   * Puts back, at the front of the receive buffer, data the application read but cannot use yet (a
+   * partial line, a datagram it could not answer on EAGAIN), like a stream's unshift(). It stays
+   * part of the socket's unread data, so a secondary that joins now gets it with the pre-existing
+   * receive data, and the stream offset of the first unread byte (PSRM) is where the application
+   * really stands.
+   */
+  unshift(rec: RecordView): void {
+    if (!(rec.data instanceof Uint8Array)) throw new NsrError('EINVAL', 'unshift() takes a record with Uint8Array data')
+    if (rec.data.length === 0) return
+    this.rcv.unshiftOwned(rec.seq, rec.data, rec.addr)
+    this.rcvUnshifted += rec.data.length
+    this.counters.bytesRead -= rec.data.length
   }
 
   /** The peer closed (FIN) or the connection failed. */

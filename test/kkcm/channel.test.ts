@@ -104,4 +104,18 @@ describe('KKCM channel', () => {
     expect(await exited).toBe(0)
     expect(messages[1]).toEqual({ got: [4, 2], parks: 1 })
   })
+
+  it('recovers the committed but unpublished frames of a producer that was killed mid-batch', { timeout: 20_000 }, async () => {
+    const ring = Ring.create(1 << 16)
+    const frames = 100
+    const w = spawnWorker(new URL('./fixtures/die-mid-batch.worker.ts', import.meta.url), { workerData: { sab: ring.sab, frames } })
+    await nextMessage(w)
+    expect(ring.isEmpty()).toBe(true) // all of it still in the dead-to-be producer's batch
+    await w.terminate()
+    expect(ring.recoverCommitted()).toBe(frames * 72)
+    expect(ring.recoverCommitted()).toBe(0)
+    const seen: number[] = []
+    ring.drain((_b, off) => seen.push(ring.view.getUint32(off, true)))
+    expect(seen).toEqual(Array.from({ length: frames }, (_, i) => i))
+  })
 })

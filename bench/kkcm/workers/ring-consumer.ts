@@ -8,7 +8,7 @@ import type { RingThroughputData } from './ring-producer.ts'
 
 runPairWorker(async () => {
   const w = pairWorker<RingThroughputData>()
-  const ring = Ring.attach(w.data.sab)
+  const ring = Ring.attach(w.data.sab, 0, w.data.spin)
   const words = new Uint32Array(ring.sab, ring.bytes.byteOffset, ring.capacity / 4)
   let expect = 0
   let bad = 0

@@ -5,8 +5,8 @@ import { openEndpoint } from '../../../engine/kkcm/channel.ts'
 import { pairWorker, runPairWorker } from '../../lib/pair-worker.ts'
 
 runPairWorker(async () => {
-  const w = pairWorker<{ sab: SharedArrayBuffer }>()
-  const ep = openEndpoint(w.data.sab, 'b')
+  const w = pairWorker<{ sab: SharedArrayBuffer; ring?: { spinUs?: number; spinFloorUs?: number } }>()
+  const ep = openEndpoint(w.data.sab, 'b', w.data.ring)
   const ack = new Uint8Array(16)
   let n = 0
   const onFrame = (): void => {

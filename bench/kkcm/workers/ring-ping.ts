@@ -9,12 +9,14 @@ export interface RttData {
   warmup: number
   maxSamples: number
   durationMs: number
+  /** Ring options for both sides (spin tuning); defaults when absent. */
+  ring?: { spinUs?: number; spinFloorUs?: number }
 }
 
 runPairWorker(async () => {
   const w = pairWorker<RttData>()
   const { warmup, maxSamples, durationMs } = w.data
-  const ep = openEndpoint(w.data.sab!, 'a')
+  const ep = openEndpoint(w.data.sab!, 'a', w.data.ring)
   const frame = new Uint8Array(64)
   const samples = new Float64Array(maxSamples)
   let acks = 0

@@ -11,12 +11,14 @@ export interface RingThroughputData {
   durationMs: number
   /** Producer's publish batch (RingOptions.publishBatchBytes); the ring's default when absent. */
   publishBatchBytes?: number
+  /** Spin tuning for both sides; defaults when absent. */
+  spin?: { spinUs?: number; spinFloorUs?: number }
 }
 
 runPairWorker(async () => {
   const w = pairWorker<RingThroughputData>()
   const { size, durationMs } = w.data
-  const ring = Ring.attach(w.data.sab, 0, { publishBatchBytes: w.data.publishBatchBytes })
+  const ring = Ring.attach(w.data.sab, 0, { publishBatchBytes: w.data.publishBatchBytes, ...w.data.spin })
   const src = new Uint8Array(size).map((_, i) => (i * 7) & 255)
   const srcWords = new Uint32Array(src.buffer)
   await w.start()

@@ -1,0 +1,361 @@
+// The chassis's real L4 transports: TCP over node:net and UDP over node:dgram, behind the Transport
+// interface of transport.ts (the in-memory network in memory.ts keeps the same contract). The chassis
+// (host thread) owns these OS sockets, so a connection outlives any RE.
+//
+// What the contract means here:
+// - Receive backpressure: pause()/resume() stop and restart reading the OS socket. A paused TCP
+//   socket reads at most its stream's high-water mark more, then the kernel buffer fills and the
+//   peer's window closes. UDP has no window: a paused socket keeps a small bounded backlog (a kernel
+//   receive buffer's worth) and drops past it, counted, as a full socket buffer would.
+// - Send: write(data, addr, done) calls `done` when the OS socket took the bytes (Node's write
+//   callback), so the chassis's transport credit flows back at the pace of the peer.
+// - A peer's FIN reaches events.end(); a reset or an OS error reaches events.error(code), once, and
+//   nothing follows it. Sockets are half-open capable: a peer's FIN never closes our side.
+// Nothing here throws at a caller for bad I/O; it is reported as an event and counted.
+
+import dgram from 'node:dgram'
+import net from 'node:net'
+import type { Addr } from '../socket/records.ts'
+import type { ConnEvents, Transport, TransportConn, TransportListener } from './transport.ts'
+
+/** A paused UDP socket holds at most this many datagrams (and bytes) before dropping. */
+export const UDP_BACKLOG_DATAGRAMS = 256
+export const UDP_BACKLOG_BYTES = 256 * 1024
+
+/** Counters shared by every connection of one transport (drops, errors: each branch counted). */
+export interface NetCounters {
+  accepted: number
+  connected: number
+  connectFailures: number
+  resets: number
+  errors: number
+  peerEnds: number
+  writesAfterClose: number
+  writeErrors: number
+  rxAfterClose: number
+  udpBacklogged: number
+  udpDropped: number
+  udpSendErrors: number
+  serverErrors: number
+}
+
+function newCounters(): NetCounters {
+  return {
+    accepted: 0,
+    connected: 0,
+    connectFailures: 0,
+    resets: 0,
+    errors: 0,
+    peerEnds: 0,
+    writesAfterClose: 0,
+    writeErrors: 0,
+    rxAfterClose: 0,
+    udpBacklogged: 0,
+    udpDropped: 0,
+    udpSendErrors: 0,
+    serverErrors: 0,
+  }
+}
+
+/** The errno-style code of an OS error ('EIO' when it has none). */
+export function errnoCode(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) ? code : 'EIO'
+}
+
+function codedError(err: unknown, what: string): Error {
+  const code = errnoCode(err)
+  return Object.assign(new Error(`${what}: ${(err as Error)?.message ?? String(err)}`), { code })
+}
+
+function view(data: Uint8Array): Buffer {
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+}
+
+function addrOf(address: string | undefined, port: number | undefined): Addr {
+  return { address: address ?? '', port: port ?? 0 }
+}
+
+/** A terminal event that happened before the chassis attached its handlers. */
+type Terminal = { kind: 'end' } | { kind: 'error'; code: string; message: string }
+
+// ---- TCP ---------------------------------------------------------------------------------------
+
+export class TcpConn implements TransportConn {
+  readonly local: Addr
+  readonly remote: Addr
+  private readonly sock: net.Socket
+  private readonly counters: NetCounters
+  private handlers: ConnEvents | null = null
+  private pausedByChassis = false
+  /** We ended or destroyed our side: nothing more is reported. */
+  private closed = false
+  /** The peer's FIN or an error was reported (or is waiting for handlers). */
+  private finished = false
+  private pendingTerminal: Terminal | null = null
+  private corked = false
+
+  constructor(sock: net.Socket, counters: NetCounters) {
+    this.sock = sock
+    this.counters = counters
+    this.local = addrOf(sock.localAddress, sock.localPort)
+    this.remote = addrOf(sock.remoteAddress, sock.remotePort)
+    sock.setNoDelay(true)
+    sock.on('end', () => this.terminal({ kind: 'end' }))
+    sock.on('error', (err) => this.terminal({ kind: 'error', code: errnoCode(err), message: err.message }))
+    // A close that follows neither FIN nor error (the OS dropped it) still ends the connection.
+    sock.on('close', () => this.terminal({ kind: 'error', code: 'ECONNRESET', message: 'socket closed' }))
+  }
+
+  get events(): ConnEvents | null {
+    return this.handlers
+  }
+
+  /** Set by the chassis once: reading starts then (never before anyone can take the data). */
+  set events(ev: ConnEvents | null) {
+    const first = this.handlers === null && ev !== null
+    this.handlers = ev
+    if (!first) return
+    this.sock.on('data', (chunk: Buffer) => {
+      if (this.closed || this.finished) {
+        this.counters.rxAfterClose++
+        return
+      }
+      this.handlers?.data(chunk, null)
+    })
+    if (this.pausedByChassis) this.sock.pause()
+    else this.sock.resume()
+    const t = this.pendingTerminal
+    this.pendingTerminal = null
+    if (t) this.deliverTerminal(t)
+  }
+
+  write(data: Uint8Array, _addr: Addr | null, done: () => void): void {
+    const s = this.sock
+    if (this.closed || s.destroyed || s.writableEnded) {
+      this.counters.writesAfterClose++
+      return done()
+    }
+    // One writev per batch of records: cork now, uncork once the current batch has been written.
+    if (!this.corked) {
+      this.corked = true
+      s.cork()
+      queueMicrotask(() => {
+        this.corked = false
+        s.uncork()
+      })
+    }
+    s.write(view(data), (err) => {
+      if (err) this.counters.writeErrors++
+      done()
+    })
+  }
+
+  pause(): void {
+    this.pausedByChassis = true
+    this.sock.pause()
+  }
+
+  resume(): void {
+    this.pausedByChassis = false
+    if (this.handlers) this.sock.resume()
+  }
+
+  end(): void {
+    if (this.closed) return
+    this.closed = true
+    this.sock.end()
+    // Keep reading (and discarding) so the peer's FIN arrives and the socket can close.
+    this.sock.resume()
+  }
+
+  destroy(): void {
+    if (this.closed && this.sock.destroyed) return
+    this.closed = true
+    const s = this.sock as net.Socket & { resetAndDestroy?: () => void }
+    if (typeof s.resetAndDestroy === 'function' && !s.destroyed) s.resetAndDestroy()
+    else s.destroy()
+  }
+
+  private terminal(t: Terminal): void {
+    if (this.finished) return
+    this.finished = true
+    if (t.kind === 'end') this.counters.peerEnds++
+    else if (t.code === 'ECONNRESET') this.counters.resets++
+    else this.counters.errors++
+    if (this.closed) return
+    if (!this.handlers) {
+      this.pendingTerminal = t
+      return
+    }
+    this.deliverTerminal(t)
+  }
+
+  private deliverTerminal(t: Terminal): void {
+    if (t.kind === 'end') this.handlers?.end()
+    else this.handlers?.error(t.code, t.message)
+  }
+}
+
+// ---- UDP ---------------------------------------------------------------------------------------
+
+export class UdpConn implements TransportConn {
+  readonly local: Addr
+  readonly remote: Addr | null = null
+  private readonly sock: dgram.Socket
+  private readonly counters: NetCounters
+  private handlers: ConnEvents | null = null
+  private paused = false
+  private closed = false
+  private backlog: Array<{ data: Buffer; addr: Addr }> = []
+  private backlogBytes = 0
+
+  constructor(sock: dgram.Socket, counters: NetCounters) {
+    this.sock = sock
+    this.counters = counters
+    const a = sock.address()
+    this.local = addrOf(a.address, a.port)
+    sock.on('message', (msg, rinfo) => this.onMessage(msg, { address: rinfo.address, port: rinfo.port }))
+    sock.on('error', (err) => {
+      this.counters.errors++
+      if (!this.closed) this.handlers?.error(errnoCode(err), err.message)
+    })
+  }
+
+  get events(): ConnEvents | null {
+    return this.handlers
+  }
+
+  set events(ev: ConnEvents | null) {
+    this.handlers = ev
+    this.flushBacklog()
+  }
+
+  private onMessage(msg: Buffer, from: Addr): void {
+    if (this.closed) return
+    if (this.handlers && !this.paused && this.backlog.length === 0) return this.handlers.data(msg, from)
+    if (this.backlog.length >= UDP_BACKLOG_DATAGRAMS || this.backlogBytes + msg.length > UDP_BACKLOG_BYTES) {
+      this.counters.udpDropped++
+      return
+    }
+    this.backlog.push({ data: msg, addr: from })
+    this.backlogBytes += msg.length
+    this.counters.udpBacklogged++
+  }
+
+  private flushBacklog(): void {
+    while (this.backlog.length && this.handlers && !this.paused && !this.closed) {
+      const d = this.backlog.shift()!
+      this.backlogBytes -= d.data.length
+      this.handlers.data(d.data, d.addr)
+    }
+  }
+
+  write(data: Uint8Array, addr: Addr | null, done: () => void): void {
+    if (this.closed || !addr) {
+      this.counters.writesAfterClose++
+      return done()
+    }
+    this.sock.send(view(data), addr.port, addr.address, (err) => {
+      if (err) this.counters.udpSendErrors++
+      done()
+    })
+  }
+
+  pause(): void {
+    this.paused = true
+  }
+
+  resume(): void {
+    this.paused = false
+    this.flushBacklog()
+  }
+
+  end(): void {
+    if (this.closed) return
+    this.closed = true
+    this.backlog = []
+    this.backlogBytes = 0
+    try {
+      this.sock.close()
+    } catch {
+      // already closed
+    }
+  }
+
+  destroy(): void {
+    this.end()
+  }
+}
+
+// ---- the transport -----------------------------------------------------------------------------
+
+/** TCP and UDP over the host's OS sockets. One instance serves both; the chassis names it 'tcp' and 'udp'. */
+export class NetTransport implements Transport {
+  readonly name: string
+  readonly counters: NetCounters = newCounters()
+
+  constructor(name = 'net') {
+    this.name = name
+  }
+
+  connect(host: string, port: number, local?: string): Promise<TransportConn> {
+    return new Promise((resolve, reject) => {
+      const sock = net.connect({ host, port, localAddress: local, allowHalfOpen: true })
+      // Not flowing until the chassis attaches its handlers (no 'data' listener yet).
+      const fail = (err: Error): void => {
+        this.counters.connectFailures++
+        sock.destroy()
+        reject(codedError(err, `connect ${host}:${port}`))
+      }
+      sock.once('error', fail)
+      sock.once('connect', () => {
+        sock.off('error', fail)
+        this.counters.connected++
+        resolve(new TcpConn(sock, this.counters))
+      })
+    })
+  }
+
+  listen(host: string, port: number, onAccept: (conn: TransportConn) => void): Promise<TransportListener> {
+    return new Promise((resolve, reject) => {
+      const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (sock) => {
+        this.counters.accepted++
+        // A connection the peer reset before we saw it has no addresses: nothing to hand on.
+        if (sock.remoteAddress === undefined) {
+          sock.destroy()
+          return
+        }
+        onAccept(new TcpConn(sock, this.counters))
+      })
+      const fail = (err: Error): void => reject(codedError(err, `listen ${host}:${port}`))
+      server.once('error', fail)
+      server.listen({ host, port }, () => {
+        server.off('error', fail)
+        // Accept errors (EMFILE...) later are counted; the listener stays up.
+        server.on('error', () => void this.counters.serverErrors++)
+        const a = server.address() as net.AddressInfo
+        resolve({ local: addrOf(a.address, a.port), close: () => void server.close() })
+      })
+    })
+  }
+
+  udp(host: string, port: number): Promise<TransportConn> {
+    return new Promise((resolve, reject) => {
+      const sock = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4' })
+      const fail = (err: Error): void => {
+        try {
+          sock.close()
+        } catch {
+          // never bound
+        }
+        reject(codedError(err, `udp bind ${host}:${port}`))
+      }
+      sock.once('error', fail)
+      sock.bind(port, host, () => {
+        sock.off('error', fail)
+        resolve(new UdpConn(sock, this.counters))
+      })
+    })
+  }
+}
