@@ -492,6 +492,8 @@ export class ChassisCore {
     if (c.closing) return
     c.closing = true
     this.observer?.closed(c, reset ? 'reset' : 'close')
+    // After every chunk fanned out on it (same ring): the secondary drops its snoop pair.
+    if (this.secondary) this.sendEvent(this.secondary, 0, { ev: 'closed', handle: c.handle })
     if (c.listener) c.listener.close()
     if (c.transport) {
       if (reset) c.transport.destroy()

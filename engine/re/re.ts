@@ -42,7 +42,7 @@ export const reDefaults = {
   congestionBytes: 256 * 1024 * 1024,
   ackTimeoutMs: 2000,
   keepaliveIntervalMs: 50,
-  deadIntervalMs: 150,
+  deadIntervalMs: 125,
 }
 
 /** What the chassis says about each socket when it promotes a secondary. */
@@ -58,6 +58,7 @@ interface Pending {
 }
 
 const RX_CREDIT_BATCH_DIVISOR = 4
+const MAX_CLOSED_HANDLES = 4096
 
 /** The error an RST chunk stands for: its payload is the transport's errno-style code. */
 function rxError(handle: number, payload: Uint8Array): NsrError {
@@ -95,6 +96,8 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   private readonly keepaliveTimer: Timer
   private readonly slab = new Slab()
   private readonly replicateWanted = new Set<number>()
+  /** Secondary: connections the chassis closed (handles are never reused), newest last. */
+  private readonly closedHandles = new Set<number>()
   private lastSyncReport = ''
   /** Set by quiesce(): every write() fails with EAGAIN (a graceful switchover is under way). */
   frozen = false
@@ -217,9 +220,10 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   closeTransport(sock: Socket): void {
     this.sockets.delete(sock.handle)
     this.replicateWanted.delete(sock.handle)
-    // Every record reached the transport: the secondary drops its snoop pair (UNREPLICATE), so a
-    // closed connection is never adopted at a takeover.
-    if (sock.sr) (sock.sr as SrPrimary).teardown('unreplicate', true)
+    // Every record reached the transport. The secondary drops its snoop pair when the chassis tells
+    // it the connection closed ('closed', after every chunk received on it: the end of stream or a
+    // reset reaches the pair first), so a closed connection is never adopted at a takeover.
+    if (sock.sr) (sock.sr as SrPrimary).teardown('unreplicate', false)
     void this.request({ op: 'close', handle: sock.handle }).catch(() => {})
   }
 
@@ -425,6 +429,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         // A complete pair is a live round's takeover state (a new round always follows UNREPLICATE):
         // a stray INIT_PARAMS must not replace it.
         if (this.pairs.get(h.handle)?.complete) return this.reject('params-unexpected')
+        if (this.closedHandles.has(h.handle)) return this.nak(h.handle, 'params-closed-handle')
         let params: SocketParams
         try {
           params = unpack(bytes.slice(off, off + h.length)) as SocketParams
@@ -724,6 +729,18 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       // A replication policy installed on the chassis picked a socket that is already open.
       const sock = this.sockets.get(ev.handle as number)
       if (sock && !sock.sr) this.autoReplicate(sock)
+      return
+    }
+    if (ev.ev === 'closed' && this.role === 'secondary') {
+      const handle = ev.handle as number
+      const pair = this.pairs.get(handle)
+      if (pair) {
+        this.dropPair(pair)
+        pair.emit('unreplicated')
+      }
+      // A handshake frame for it may still be on its way over the KKCM: refuse it then.
+      this.closedHandles.add(handle)
+      if (this.closedHandles.size > MAX_CLOSED_HANDLES) this.closedHandles.delete(this.closedHandles.values().next().value!)
       return
     }
     if (ev.ev === 'closed') {
