@@ -68,7 +68,8 @@ interface ReSlotState {
   dying: boolean
   gen: number
   lastBeat: number
-  lastBeatAt: number
+  /** Heartbeat silence accumulated by the supervisor (see supervise()). */
+  silentMs: number
 }
 
 export interface FailoverEvent {
@@ -81,6 +82,15 @@ export interface FailoverEvent {
   adopted: number
   lost: number
 }
+
+/**
+ * Hung-RE detection: an RE beats its heartbeat word every keepalive interval (50 ms by default); the
+ * supervisor looks SUPERVISE_PER_INTERVAL times per interval and declares the RE hung after
+ * DEAD_INTERVALS intervals of silence (125 ms by default), so a hang is caught within three
+ * keepalive intervals of its start whatever its phase against the beat.
+ */
+const SUPERVISE_PER_INTERVAL = 5
+const DEAD_INTERVALS = 2.5
 
 const ENTRY = [new URL('../../workers/re-a.ts', import.meta.url), new URL('../../workers/re-b.ts', import.meta.url)] as const
 
@@ -125,6 +135,10 @@ export class Chassis extends EventEmitter {
     if (opts.replicatePorts) this.replicationPolicy(opts.replicatePorts)
     opts.hooks?.(this.hooks)
     this.core.onSync = () => this.checkReady()
+    this.core.onSecondarySilent = () => {
+      const st = this.secondary
+      if (st && st.alive && !st.dying) void this.retire(st, 'keepalive-silence')
+    }
     this.on('error', () => {})
     this.ksync = new FibLink(this.core, { ...opts.fib, onAudit: (e) => this.emit('fib-audit', e) })
     // Applications' own events: re.request({ op: 'app-event', event }) is emitted as 'app-event'.
@@ -147,7 +161,7 @@ export class Chassis extends EventEmitter {
   }
 
   private get deadMs(): number {
-    return this.opts.deadIntervalMs ?? this.opts.re?.deadIntervalMs ?? 3 * this.keepaliveMs
+    return this.opts.deadIntervalMs ?? this.opts.re?.deadIntervalMs ?? DEAD_INTERVALS * this.keepaliveMs
   }
 
   private async boot(): Promise<void> {
@@ -159,7 +173,7 @@ export class Chassis extends EventEmitter {
     this.core.setPrimary(pri.id, pri.sink)
     this.core.setSecondary(sec.id, sec.sink)
     await Promise.all([pri.api.started(), sec.api.started()])
-    this.supervisor = setInterval(() => this.supervise(), this.keepaliveMs)
+    this.supervisor = setInterval(() => this.supervise(), this.keepaliveMs / SUPERVISE_PER_INTERVAL)
     this.supervisor.unref?.()
     this.emit('secondary-up', { id: sec.id })
   }
@@ -194,7 +208,7 @@ export class Chassis extends EventEmitter {
       dying: false,
       gen: 0,
       lastBeat: 0,
-      lastBeatAt: performance.now(),
+      silentMs: 0,
     }
     worker.on('exit', (code) => this.onExit(st, `exit ${code}`))
     worker.on('error', (err) => this.emit('re-error', { id, error: String(err) }))
@@ -211,23 +225,24 @@ export class Chassis extends EventEmitter {
 
   private supervise(): void {
     const now = performance.now()
-    // A late tick means this (host) thread was starved, not that an RE stopped beating: restart the
-    // silence clocks rather than blame an RE for the supervisor's own delay.
-    const late = now - this.lastSupervise > 2 * this.keepaliveMs
+    // Silence accumulates per tick, each tick counting for at most one keepalive interval: a host
+    // thread starved for a while (its tick late) then cannot blame an RE for the delay all at once,
+    // yet sustained starvation only slows detection down, it never prevents it.
+    const dt = Math.min(now - this.lastSupervise, this.keepaliveMs)
     this.lastSupervise = now
     for (const st of [this.primary, this.secondary]) {
-      if (st && late) st.lastBeatAt = now
-    }
-    for (const st of [this.primary, this.secondary]) {
-      if (!st || !st.alive) continue
+      if (!st || !st.alive || st.dying) continue
       const beat = Atomics.load(this.heartbeat, st.slot)
       if (beat !== st.lastBeat) {
         st.lastBeat = beat
-        st.lastBeatAt = now
-      } else if (beat > 0 && now - st.lastBeatAt > this.deadMs) {
-        this.counters.hungDetected++
-        this.emit('re-hung', { id: st.id, silentMs: Math.round(now - st.lastBeatAt) })
-        void this.retire(st, 'hung')
+        st.silentMs = 0
+      } else if (beat > 0) {
+        st.silentMs += dt
+        if (st.silentMs > this.deadMs) {
+          this.counters.hungDetected++
+          this.emit('re-hung', { id: st.id, silentMs: Math.round(st.silentMs) })
+          void this.retire(st, 'hung')
+        }
       }
     }
   }
@@ -242,7 +257,7 @@ export class Chassis extends EventEmitter {
    * could still commit frames (a TX to the chassis, a TXDONE to the secondary) after we drained.
    */
   private async retire(st: ReSlotState, reason: string): Promise<void> {
-    if (!st.alive) return
+    if (!st.alive || st.dying) return
     st.dying = true
     const t = performance.now()
     await st.worker.terminate()
@@ -290,7 +305,7 @@ export class Chassis extends EventEmitter {
     const tCall = performance.now()
     const r = await next.api.promote(info)
     const tDone = performance.now()
-    this.core.promoted(next.id, next.sink, r.adopted, r.lost)
+    this.core.promoted(next.id, next.sink, r.adopted, r.lost, r.uncharged)
     this.emit('takeover-trace', { drained, drainMs: tDrained - t0, callMs: tDone - tCall, inWorker: r, waitedMs: tCall - tDrained })
     this.primary = next
     this.core.onFirstTxAfterPromotion = null
@@ -354,7 +369,11 @@ export class Chassis extends EventEmitter {
     if (!opts.force) await this.ready(opts.timeoutMs ?? 10_000)
     const st = this.primary
     if (!st || !this.secondary) throw new NsrError('ENOTCONN', 'switchover needs a primary and a secondary')
-    await st.api.quiesce(opts.timeoutMs ?? 2000)
+    if (!(await st.api.quiesce(opts.timeoutMs ?? 2000)) && !opts.force) {
+      // The secondary did not acknowledge everything in time: a switchover now could lose records.
+      await st.api.thaw()
+      throw new NsrError('ETIMEDOUT', `switchover aborted: ${st.id} still had unacknowledged records after ${opts.timeoutMs ?? 2000} ms`)
+    }
     const before = this.failovers.length
     await this.retire(st, 'switchover')
     return this.failovers.length > before ? this.failovers[this.failovers.length - 1] : null

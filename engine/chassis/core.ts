@@ -101,6 +101,8 @@ export class ChassisCore {
   onFirstTxAfterPromotion: (() => void) | null = null
   sync = { total: 0, functional: 0, peer: false }
   onSync: () => void = () => {}
+  /** The primary stopped hearing the secondary's keepalives. */
+  onSecondarySilent: () => void = () => {}
   onCmd: (reId: string, cmd: Record<string, unknown>) => Record<string, unknown> | null = () => null
   /** Observes every record handed to a transport (tests instrument invariant 1 here). */
   onTransmit: ((conn: Conn, seq: number, data: Uint8Array) => void) | null = null
@@ -200,7 +202,8 @@ export class ChassisCore {
       addr = d.addr
       start = d.next
     }
-    const data = bytes.slice(start, end)
+    // The frame is read in place from the ring: a transport that copies on write takes the view.
+    const data = c.transport.copiesOnWrite ? bytes.subarray(start, end) : bytes.slice(start, end)
     c.txSeq = h.seq
     if (this.firstTxPending) {
       this.firstTxPending = false
@@ -306,6 +309,10 @@ export class ChassisCore {
         const mode = cmd.mode === 'hold' ? 'hold' : cmd.mode === 'release' ? (this.secondary ? 'both' : 'primary') : 'primary'
         this.setMode(c, mode)
         this.onSync() // readiness depends on no connection being held
+        return { ok: true }
+      }
+      case 'secondary-silent': {
+        if (isPrimary) this.onSecondarySilent()
         return { ok: true }
       }
       case 'sync': {

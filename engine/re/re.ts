@@ -101,6 +101,8 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   private lastSyncReport = ''
   /** Set by quiesce(): every write() fails with EAGAIN (a graceful switchover is under way). */
   frozen = false
+  /** Figures the application wants in stats() (benchmarks time their own calls here). */
+  readonly appStats: Record<string, number> = {}
   /** Where the last promotion spent its time (the application's mastership handlers apart). */
   lastPromoteTrace = { mergeMs: 0, appMs: 0 }
   readonly counters = {
@@ -326,6 +328,9 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         else sr?.peerGone()
       }
       this.emit('replication-down', { reason })
+      // A secondary this RE stopped hearing must not live on with pairs nobody replicates to any
+      // more (a later takeover would adopt them): the chassis retires it and starts a fresh one.
+      if (reason === 'keepalive-silence') void this.request({ op: 'secondary-silent' }).catch(() => {})
     }
     this.reportSync()
   }
@@ -943,6 +948,13 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     })
   }
 
+  /** A switchover that could not complete: writes are accepted again. */
+  thaw(): void {
+    if (!this.frozen) return
+    this.frozen = false
+    for (const sock of this.sockets.values()) sock.maybeWritable()
+  }
+
   private requirePrimary(what: string): void {
     if (this.role !== 'primary') throw new NsrError('EINVAL', `${what}() is for the primary RE; the secondary follows through split()`)
   }
@@ -961,7 +973,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       ...s.counters,
     }))
     const pairs = [...this.pairs.values()].map((p) => p.snapshot())
-    return { id: this.id, role: this.role, peer: this.peerSink !== null, congested: this.congested, heldBytes: this.heldBytes, sockets, pairs, counters: { ...this.counters } }
+    return { id: this.id, role: this.role, peer: this.peerSink !== null, congested: this.congested, heldBytes: this.heldBytes, sockets, pairs, counters: { ...this.counters }, app: { ...this.appStats } }
   }
 
   close(): void {

@@ -28,10 +28,11 @@ export interface ReWorkerData {
 
 export interface ReControl {
   started(): Promise<boolean>
-  promote(info: PromoteInfo): { adopted: number[]; lost: number[]; ms: number; drainMs: number; drained: number; mergeMs: number; appMs: number }
+  promote(info: PromoteInfo): { adopted: number[]; lost: number[]; uncharged: Record<number, number>; ms: number; drainMs: number; drained: number; mergeMs: number; appMs: number }
   attachPeer(sab: SharedArrayBuffer, side: Side): void
   peerLost(reason: string): void
   quiesce(timeoutMs: number): Promise<boolean>
+  thaw(): void
   stats(): ReturnType<RoutingEngine['stats']>
   hang(ms: number): void
 }
@@ -96,6 +97,7 @@ export async function runRe(): Promise<void> {
     async quiesce(timeoutMs) {
       return re.quiesce(timeoutMs)
     },
+    thaw: () => re.thaw(),
     stats: () => re.stats(),
     hang(ms) {
       // Fault injection: a hung RE (a busy loop that starves its event loop).

@@ -48,6 +48,9 @@ export interface PrimaryHost {
 
 type Step = () => boolean
 
+const ACK_RTT_SAMPLE_EVERY = 64 // a power of two
+const ACK_RTT_SAMPLES = 1024
+
 export class SrPrimary implements SendGate {
   readonly handle: number
   state: number = SR.SR_INIT_PRIMARY
@@ -73,6 +76,11 @@ export class SrPrimary implements SendGate {
   /** Unread received data at the moment the parameters were taken: the pre-existing rcv data. */
   private rcvSnapshot: QueuedRecord[] = []
   private onFunctional: Array<(err: NsrError | null) => void> = []
+  // Ack round-trip sampling: one record in ACK_RTT_SAMPLE_EVERY is timed until the ack covering it.
+  private rttSeq = 0
+  private rttAt = 0
+  private rttNext = 0
+  private readonly rttSamples = new Float64Array(ACK_RTT_SAMPLES)
   readonly stat = { replicated: 0, acks: 0, bytesReplicated: 0, ackRequired: 0, windowStalls: 0 }
 
   constructor(sock: Socket, host: PrimaryHost) {
@@ -165,6 +173,10 @@ export class SrPrimary implements SendGate {
       this.seq = next
       this.stat.replicated++
       this.stat.bytesReplicated += rec.data.length
+      if (this.rttSeq === 0 && (this.stat.replicated & (ACK_RTT_SAMPLE_EVERY - 1)) === 0) {
+        this.rttSeq = next
+        this.rttAt = this.host.clock.now()
+      }
       if (!this.ackTimer.running) {
         this.state |= SR.SR_ACK_PENDING
         this.ackTimer.start(this.host.ackTimeoutMs)
@@ -186,6 +198,10 @@ export class SrPrimary implements SendGate {
       this.ack = ack
       this.stat.acks++
       this.state &= ~SR.SR_ACK_PENDING
+      if (this.rttSeq !== 0 && seqLe(this.rttSeq, ack)) {
+        this.rttSamples[this.rttNext++ % ACK_RTT_SAMPLES] = this.host.clock.now() - this.rttAt
+        this.rttSeq = 0
+      }
     }
     this.credit = credit
     this.congested = congested
@@ -433,6 +449,16 @@ export class SrPrimary implements SendGate {
       congested: this.congested,
       unackedBytes: this.unackedBytes,
       ...this.stat,
+      ...this.ackRtt(),
     }
+  }
+
+  /** Record-to-ack round trip over the last ACK_RTT_SAMPLES samples, in microseconds. */
+  ackRtt(): { ackRttUsP50: number; ackRttUsP99: number; ackRttSamples: number } {
+    const n = Math.min(this.rttNext, ACK_RTT_SAMPLES)
+    if (n === 0) return { ackRttUsP50: 0, ackRttUsP99: 0, ackRttSamples: 0 }
+    const xs = Array.from(this.rttSamples.subarray(0, n)).sort((a, b) => a - b)
+    const at = (p: number) => Math.round(xs[Math.min(n - 1, Math.floor((p / 100) * n))] * 1000 * 10) / 10
+    return { ackRttUsP50: at(50), ackRttUsP99: at(99), ackRttSamples: n }
   }
 }

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Chassis } from '../../engine/index.ts'
 import type { MemoryPeer } from '../../engine/chassis/memory.ts'
-import { filler, fillerLength } from '../fixtures/stream-app.ts'
+import { StreamChecker, lineWriter } from '../fixtures/stream-check.ts'
 
 // The normal run kills 25 times to keep the suite short; FAILOVER_KILLS=200 is the long soak.
 const KILLS = Number(process.env.FAILOVER_KILLS ?? 25)
@@ -21,35 +21,6 @@ function prng(seed: number): () => number {
     s ^= s >>> 17
     s ^= s << 5
     return (s >>> 0) / 2 ** 32
-  }
-}
-
-/** Checks the record stream as it arrives. */
-class StreamChecker {
-  next = 1
-  lastLine = 0
-  errors: string[] = []
-  private partial = ''
-  feed(data: Uint8Array): void {
-    let s = this.partial + Buffer.from(data).toString('latin1')
-    let i: number
-    while ((i = s.indexOf('\n')) >= 0) {
-      this.check(s.slice(0, i))
-      s = s.slice(i + 1)
-    }
-    this.partial = s
-  }
-  private check(line: string): void {
-    const [seqS, lastS, gapsS, fill] = line.split(':')
-    const seq = Number(seqS)
-    const last = Number(lastS)
-    const err = (m: string) => this.errors.length < 10 && this.errors.push(`record ${this.next}: ${m} (${line.slice(0, 40)})`)
-    if (seq !== this.next) err(`expected seq ${this.next}, got ${seq}`)
-    if (fill !== filler(seq, fillerLength(seq, SIZE))) err('filler corrupt')
-    if (last < this.lastLine) err(`inbound stream went back from line ${this.lastLine} to ${last}`)
-    if (gapsS !== '0') err(`application saw ${gapsS} gaps in the inbound stream`)
-    this.lastLine = Math.max(this.lastLine, last)
-    this.next = seq + 1
   }
 }
 
@@ -72,18 +43,9 @@ describe(`failover with real workers (seed ${SEED}; replay: FAILOVER_SEED=${SEED
     const rand = prng(SEED)
     const peer: MemoryPeer = chassis.memory.dial(7000)
     peer.keepReceived = false
-    const check = new StreamChecker()
+    const check = new StreamChecker(SIZE)
     peer.on('data', (d: Uint8Array) => check.feed(d))
-    let sent = 0
-    let writing = true
-    const writeLines = () => {
-      while (writing) {
-        const ok = peer.write(Buffer.from(`${String(++sent).padStart(8, '0')}\n`))
-        if (!ok) return void peer.once('drain', writeLines)
-        if (sent % 64 === 0) return void setImmediate(writeLines)
-      }
-    }
-    writeLines()
+    const lines = lineWriter(peer)
     // Ready means every replicated socket is functional: wait until the connection counts too.
     while (chassis.core.sync.total < 2) await new Promise((r) => setTimeout(r, 5))
     const takeovers: number[] = []
@@ -98,17 +60,17 @@ describe(`failover with real workers (seed ${SEED}; replay: FAILOVER_SEED=${SEED
       await chassis.kill('primary')
       if (check.errors.length) console.log('chassis counters at failure', JSON.stringify(chassis.core.counters), JSON.stringify(chassis.failovers.at(-1)), 'terminateMs', chassis.lastTerminateMs, 'drained', chassis.lastDrained)
       expect(check.errors).toEqual([])
-      if (k % 25 === 0) console.log(`kill ${k}: ${before - 1} records, ${sent} lines sent, ${Math.round(performance.now() - t0)} ms`)
+      if (k % 25 === 0) console.log(`kill ${k}: ${before - 1} records, ${lines.sent} lines sent, ${Math.round(performance.now() - t0)} ms`)
     }
     await chassis.ready(20_000)
-    writing = false
+    lines.stop()
     // The stream keeps flowing after the last takeover, and the app has seen every line sent.
     const target = check.next + 2000
     const deadline = performance.now() + 20_000
-    while ((check.next < target || check.lastLine < sent) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    while ((check.next < target || check.lastLine < lines.sent) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20))
     expect(check.errors).toEqual([])
     expect(check.next).toBeGreaterThanOrEqual(target)
-    expect(check.lastLine).toBe(sent)
+    expect(check.lastLine).toBe(lines.sent)
     expect(chassis.failovers.length).toBe(KILLS)
     const s = await chassis.stats()
     expect(s.chassis.counters.txDuplicates).toBe(0)
