@@ -42,3 +42,17 @@ export class NsrError extends Error {
 export function assert(condition: unknown, message: string): asserts condition {
   if (!condition) throw new Error(`assertion failed: ${message}`)
 }
+
+/**
+ * A flow-control refusal (EAGAIN, ENOBUFS): expected and frequent on a hot path, not a bug, so no
+ * stack trace is captured (capturing one costs microseconds per refused write).
+ */
+export function refusal(code: 'EAGAIN' | 'ENOBUFS', message: string): NsrError {
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 0
+  try {
+    return new NsrError(code, message)
+  } finally {
+    Error.stackTraceLimit = limit
+  }
+}

@@ -67,7 +67,7 @@ export interface ChassisLimits {
 export const defaultChassisLimits: ChassisLimits = {
   rxWindowBytes: 256 * 1024,
   rxQueueBytes: 256 * 1024,
-  txWindowBytes: 256 * 1024,
+  txWindowBytes: 1024 * 1024,
 }
 
 interface ReSlot {

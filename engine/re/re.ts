@@ -38,7 +38,7 @@ export interface ReOptions {
 }
 
 export const reDefaults = {
-  snoopBufBytes: 1024 * 1024,
+  snoopBufBytes: 2 * 1024 * 1024,
   congestionBytes: 256 * 1024 * 1024,
   ackTimeoutMs: 2000,
   keepaliveIntervalMs: 50,

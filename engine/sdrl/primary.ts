@@ -16,7 +16,8 @@
 // Acks (the seed leaves cumulative acking open; the rule here): the secondary acks cumulatively
 // (highest in-order seq) once per drained batch per socket, and at once for a REPLICATE flagged
 // ACK_REQUIRED; the primary flags ACK_REQUIRED when its unacked bytes pass half the send buffer
-// or half the advertised window, so a filling buffer never waits for a batch to end.
+// or half the advertised window, with at most one such record outstanding, so a filling buffer
+// never waits for a batch to end and acks stay one per batch or round trip, not one per record.
 //
 // Flow control (seed 7.5 left it TBD; the rule here): every ACK and FLOWCTL carries `ack` and
 // `credit`, the bytes the secondary can still hold for this socket counting everything up to
@@ -24,7 +25,7 @@
 // write() admits a record only if it fits both that window and the primary's own send buffer.
 // A CONGESTED flag (the secondary RE is over its memory budget) turns EAGAIN into ENOBUFS.
 
-import { NsrError } from '../errors.ts'
+import { NsrError, refusal } from '../errors.ts'
 import { Timer, type Clock } from '../clock.ts'
 import { Flag, MsgType, seqAdd, seqDiff, seqLe, seqLt } from '../protocol/header.ts'
 import type { FrameSink } from '../re/sink.ts'
@@ -78,6 +79,9 @@ export class SrPrimary implements SendGate {
   private onFunctional: Array<(err: NsrError | null) => void> = []
   // Ack round-trip sampling: one record in ACK_RTT_SAMPLE_EVERY is timed until the ack covering it.
   private rttSeq = 0
+  /** The record sent with ACK_REQUIRED while one is outstanding (cleared when acked). */
+  private ackRequiredSeq = 0
+  private ackRequiredPending = false
   private rttAt = 0
   private rttNext = 0
   private readonly rttSamples = new Float64Array(ACK_RTT_SAMPLES)
@@ -110,12 +114,12 @@ export class SrPrimary implements SendGate {
   // ---- SendGate --------------------------------------------------------------------------------
 
   admit(len: number): void {
-    if (this.initializing) throw new NsrError('EAGAIN', `socket ${this.handle}: replication is initializing`)
+    if (this.initializing) throw refusal('EAGAIN', `socket ${this.handle}: replication is initializing`)
     if (!this.functional) return
-    if (this.congested) throw new NsrError('ENOBUFS', `socket ${this.handle}: the secondary is congested`)
+    if (this.congested) throw refusal('ENOBUFS', `socket ${this.handle}: the secondary is congested`)
     if (len > this.window()) {
       this.stat.windowStalls++
-      throw new NsrError('EAGAIN', `socket ${this.handle}: secondary window ${this.window()} < ${len} bytes`)
+      throw refusal('EAGAIN', `socket ${this.handle}: secondary window ${this.window()} < ${len} bytes`)
     }
   }
 
@@ -164,7 +168,14 @@ export class SrPrimary implements SendGate {
       const rec = sock.snd.at(seqDiff(next, sock.txSeq) - 1)
       if (!rec || rec.seq !== next) throw new Error(`replication queue out of step on socket ${this.handle}`)
       let flags = rec.addr && sock.kind === 'udp' ? Flag.DATAGRAM : 0
-      if (this.unackedBytes > half || this.unackedBytes * 2 > this.credit) flags |= Flag.ACK_REQUIRED
+      // At most one ACK_REQUIRED outstanding: one forced ack per round trip keeps a filling buffer
+      // moving, and the secondary's per-batch acks do the rest (flagging every record once past
+      // half the buffer made the secondary ack each record: 0.2x the unreplicated rate).
+      if ((this.unackedBytes > half || this.unackedBytes * 2 > this.credit) && !this.ackRequiredPending) {
+        flags |= Flag.ACK_REQUIRED
+        this.ackRequiredPending = true
+        this.ackRequiredSeq = next
+      }
       if (!peer.send(MsgType.REPLICATE, flags, this.handle, next, sock.txSeq, 0, rec.data, flags & Flag.DATAGRAM ? rec.addr : null)) {
         this.waitRoom()
         break
@@ -196,6 +207,7 @@ export class SrPrimary implements SendGate {
         if (rec) this.unackedBytes -= rec.data.length
       }
       this.ack = ack
+      if (this.ackRequiredPending && !seqLt(ack, this.ackRequiredSeq)) this.ackRequiredPending = false
       this.stat.acks++
       this.state &= ~SR.SR_ACK_PENDING
       if (this.rttSeq !== 0 && seqLe(this.rttSeq, ack)) {
@@ -236,6 +248,7 @@ export class SrPrimary implements SendGate {
     this.state = SR.SR_INIT_PRIMARY
     this.initState = SRI.SRI_INITINPROGRESS
     this.held = false
+    this.ackRequiredPending = false
     this.round++
     // A room callback registered on a previous peer's sink never comes: do not wait for it.
     this.waitingRoom = false

@@ -12,7 +12,7 @@
 // `snd` holds records txSeq+1 .. sndSeq, so record `s` sits at index s - txSeq - 1.
 
 import { EventEmitter } from 'node:events'
-import { NsrError, assert } from '../errors.ts'
+import { NsrError, assert, refusal } from '../errors.ts'
 import { seqAdd, seqDiff, seqLe } from '../protocol/header.ts'
 import { RecordQueue, type Addr, type QueuedRecord } from './records.ts'
 
@@ -30,8 +30,8 @@ export interface SocketLimits {
 }
 
 export const defaultSocketLimits: SocketLimits = {
-  sndbufBytes: 256 * 1024,
-  sndLowatBytes: 64 * 1024,
+  sndbufBytes: 1024 * 1024,
+  sndLowatBytes: 256 * 1024,
   rcvbufBytes: 256 * 1024,
   maxRecordBytes: 64 * 1024,
 }
@@ -220,7 +220,7 @@ export class Socket extends EventEmitter {
     this.wantWritable = true
     if (code === 'EAGAIN') this.counters.eagain++
     else this.counters.enobufs++
-    throw new NsrError(code, why)
+    throw refusal(code, why)
   }
 
   /** The chassis returned transport credit. */
