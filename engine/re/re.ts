@@ -402,17 +402,10 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       case MsgType.REPLICATE: {
         const pair = this.pairs.get(h.handle)
         if (!pair) return this.reject('replicate-unknown-handle')
-        let addr: Addr | null = null
-        let start = off
-        const end = off + h.length
-        if (h.flags & Flag.DATAGRAM) {
-          const d = decodeAddr(bytes, off, end)
-          if (!d) return this.reject('replicate-bad-address')
-          addr = d.addr
-          start = d.next
-        }
+        const pl = this.payload(h, bytes, off)
+        if (!pl) return this.reject('replicate-bad-address')
         const before = pair.heldBytes()
-        const why = pair.replicate(h.seq, h.ack, this.slab.copy(bytes.subarray(start, end)), addr, (h.flags & Flag.ACK_REQUIRED) !== 0)
+        const why = pair.replicate(h.seq, h.ack, this.slab.copy(bytes.subarray(pl.start, pl.end)), pl.addr, (h.flags & Flag.ACK_REQUIRED) !== 0)
         if (why) return this.reject(why)
         this.heldBytes += pair.heldBytes() - before
         this.updateCongestion()
@@ -462,17 +455,11 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       case MsgType.INIT_SNDDATA: {
         const pair = this.pairs.get(h.handle)
         if (!pair) return this.reject('initdata-unknown-handle')
-        let addr: Addr | null = null
-        let start = off
-        const end = off + h.length
-        if (h.flags & Flag.DATAGRAM) {
-          const d = decodeAddr(bytes, off, end)
-          if (!d) return this.nak(h.handle, 'initdata-bad-address')
-          addr = d.addr
-          start = d.next
-        }
+        const pl = this.payload(h, bytes, off)
+        if (!pl) return this.nak(h.handle, 'initdata-bad-address')
+        const addr = pl.addr
         const fin = (h.flags & Flag.FIN) !== 0
-        const data = fin ? new Uint8Array(0) : this.slab.copy(bytes.subarray(start, end))
+        const data = fin ? new Uint8Array(0) : this.slab.copy(bytes.subarray(pl.start, pl.end))
         const before = pair.heldBytes()
         const why = h.type === MsgType.INIT_RCVDATA ? pair.setRcvData(h.seq, data, addr, fin) : pair.setSndData(h.seq, data, addr, fin)
         this.heldBytes += pair.heldBytes() - before
@@ -514,6 +501,26 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       default:
         return this.reject(`secondary-unexpected-type-${h.type}`)
     }
+  }
+
+  private readonly pl: { addr: Addr | null; start: number; end: number } = { addr: null, start: 0, end: 0 }
+
+  /**
+   * Where a message's data lies: after the address prefix when DATAGRAM is flagged. Fills and
+   * returns one reused object (hot path), or null when the prefix is malformed.
+   */
+  private payload(h: Header, bytes: Uint8Array, off: number): { addr: Addr | null; start: number; end: number } | null {
+    const pl = this.pl
+    pl.addr = null
+    pl.start = off
+    pl.end = off + h.length
+    if (h.flags & Flag.DATAGRAM) {
+      const d = decodeAddr(bytes, off, pl.end)
+      if (!d) return null
+      pl.addr = d.addr
+      pl.start = d.next
+    }
+    return pl
   }
 
   private peerMsg(bytes: Uint8Array, off: number, len: number): void {
@@ -641,15 +648,9 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   }
 
   private onRx(h: Header, bytes: Uint8Array, off: number): void {
-    let addr: Addr | null = null
-    let start = off
-    const end = off + h.length
-    if (h.flags & Flag.DATAGRAM) {
-      const d = decodeAddr(bytes, off, end)
-      if (!d) return this.reject('rx-bad-address')
-      addr = d.addr
-      start = d.next
-    }
+    const pl = this.payload(h, bytes, off)
+    if (!pl) return this.reject('rx-bad-address')
+    const { addr, start, end } = pl
     // FIN carries nothing; RST carries the transport's errno-style code (ECONNRESET when empty).
     const rst = (h.flags & Flag.RST) !== 0
     const ended = rst || ((h.flags & Flag.FIN) !== 0 && end === start)

@@ -6,6 +6,7 @@
 // a takeover), and no gap ever seen by the application.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Chassis } from '../../engine/index.ts'
+import { Prng } from '../sim/prng.ts'
 import type { MemoryPeer } from '../../engine/chassis/memory.ts'
 import { StreamChecker, lineWriter } from '../fixtures/stream-check.ts'
 
@@ -14,14 +15,10 @@ const KILLS = Number(process.env.FAILOVER_KILLS ?? 25)
 const SEED = Number(process.env.FAILOVER_SEED ?? Date.now() % 100000)
 const SIZE = 200
 
+/** Uniform [0, 1) from the simulation's seeded PRNG. */
 function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1
-  return () => {
-    s ^= s << 13
-    s ^= s >>> 17
-    s ^= s << 5
-    return (s >>> 0) / 2 ** 32
-  }
+  const p = new Prng(seed)
+  return () => p.next() / 2 ** 32
 }
 
 describe(`failover with real workers (seed ${SEED}; replay: FAILOVER_SEED=${SEED} npx vitest run test/chassis/failover.test.ts)`, () => {

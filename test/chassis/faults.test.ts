@@ -4,20 +4,17 @@
 // record (test/fixtures/stream-check.ts) throughout.
 import { afterEach, describe, expect, it } from 'vitest'
 import { Chassis } from '../../engine/index.ts'
+import { Prng } from '../sim/prng.ts'
 import { StreamChecker, lineWriter } from '../fixtures/stream-check.ts'
 
 const SIZE = 120
 const SEED = Number(process.env.FAULTS_SEED ?? Date.now() % 100000)
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
+/** Uniform [0, 1) from the simulation's seeded PRNG. */
 function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1
-  return () => {
-    s ^= s << 13
-    s ^= s >>> 17
-    s ^= s << 5
-    return (s >>> 0) / 2 ** 32
-  }
+  const p = new Prng(seed)
+  return () => p.next() / 2 ** 32
 }
 
 // Hang tests use a 100 ms keepalive and a 1 s dead interval: the mechanism is the same as with the
