@@ -328,6 +328,12 @@ export interface DecodeContext {
    * the attributes: for following our own writes, whose attributes need no session context.
    */
   prefixesOnly?: boolean
+  /** Accept next hops in 127/8 (a lab whose speakers all sit on one host's loopback). */
+  loopbackNextHop?: boolean
+}
+
+function badNextHop(a: number, ctx: DecodeContext): boolean {
+  return isMartianNextHop(a) && !(ctx.loopbackNextHop === true && a >>> 24 === 127)
 }
 
 /** Decodes one whole message (header already checked, `msg.length` is its length). */
@@ -529,7 +535,7 @@ function decodeUpdate(m: Uint8Array, ctx: DecodeContext): UpdateMessage | WireEr
       case AttrType.NEXT_HOP: {
         if (vlen !== 4) return lengthError()
         const nh = get32(m, v)
-        if (isMartianNextHop(nh)) return wireError(ErrCode.UPDATE, UpdateSub.INVALID_NEXT_HOP, `NEXT_HOP ${formatIp(nh)}`, whole())
+        if (badNextHop(nh, ctx)) return wireError(ErrCode.UPDATE, UpdateSub.INVALID_NEXT_HOP, `NEXT_HOP ${formatIp(nh)}`, whole())
         attrs.nextHop = nh
         break
       }
@@ -561,7 +567,7 @@ function decodeUpdate(m: Uint8Array, ctx: DecodeContext): UpdateMessage | WireEr
         if (!ctx.as4 && vlen === 8) attrs.other.push({ flags: flags & 0xe0, type, value: m.slice(v, v + vlen) })
         break
       case AttrType.MP_REACH_NLRI: {
-        const r = decodeMpReach(m, v, v + vlen)
+        const r = decodeMpReach(m, v, v + vlen, ctx)
         if ('reason' in r) return { ...r, data: whole() }
         mpReach = r.reach
         break
@@ -584,7 +590,7 @@ function decodeUpdate(m: Uint8Array, ctx: DecodeContext): UpdateMessage | WireEr
   return { type: MsgType.UPDATE, withdrawn, attrs, nlri, mpReach }
 }
 
-function decodeMpReach(m: Uint8Array, from: number, to: number): { reach: MpReach | null } | WireError {
+function decodeMpReach(m: Uint8Array, from: number, to: number, ctx: DecodeContext): { reach: MpReach | null } | WireError {
   const bad = (why: string) => wireError(ErrCode.UPDATE, UpdateSub.OPTIONAL_ATTRIBUTE_ERROR, why)
   if (to - from < 5) return bad('MP_REACH_NLRI too short')
   const afi = get16(m, from)
@@ -594,7 +600,7 @@ function decodeMpReach(m: Uint8Array, from: number, to: number): { reach: MpReac
   if (afi !== AFI_IPV4 || safi !== SAFI_UNICAST) return { reach: null } // not negotiated: ignored
   if (nhlen !== 4) return bad(`MP_REACH_NLRI IPv4 next hop length ${nhlen}`)
   const nextHop = get32(m, from + 4)
-  if (isMartianNextHop(nextHop)) return wireError(ErrCode.UPDATE, UpdateSub.INVALID_NEXT_HOP, `MP next hop ${formatIp(nextHop)}`)
+  if (badNextHop(nextHop, ctx)) return wireError(ErrCode.UPDATE, UpdateSub.INVALID_NEXT_HOP, `MP next hop ${formatIp(nextHop)}`)
   const nlri = decodePrefixes(m, from + 4 + nhlen + 1, to, [])
   if (!nlri) return wireError(ErrCode.UPDATE, UpdateSub.INVALID_NETWORK_FIELD, 'malformed MP_REACH prefix')
   return { reach: { nextHop, nlri } }
@@ -664,6 +670,8 @@ export class MessageReader {
   /** Decode AS_PATH with 4-octet ASNs. Set once both OPENs are known. */
   as4: boolean
   prefixesOnly: boolean
+  /** See DecodeContext. */
+  loopbackNextHop = false
   private readonly partial = new Uint8Array(MAX_MESSAGE_BYTES)
   private partialLen = 0
   /** Length of the message being assembled in `partial`, 0 until its header is whole. */
@@ -690,6 +698,11 @@ export class MessageReader {
     this.partialLen = 0
     this.partialMsgLen = 0
     this.failed = null
+  }
+
+  /** A copy of the incomplete message held (state transfer: feed it to a fresh reader to resume). */
+  pendingBytes(): Uint8Array {
+    return this.partial.slice(0, this.partialLen)
   }
 
   /** Consumes `chunk`; returns null (all consumed, maybe holding a partial message) or the error. */

@@ -25,6 +25,8 @@
 //   OpenConfirm -> Established  KEEPALIVE received
 //   OpenConfirm -> Idle         NOTIFICATION received, hold timer expired, TCP closed, stop(), FSM error
 //   Established -> Idle         NOTIFICATION received, hold timer expired, UPDATE error, TCP closed, stop(), FSM error
+//   Idle        -> any          (snoop, fresh FSM only) restore(): a secondary that joins a running
+//                               session takes the primary's state from a snapshot
 // Snoop mode walks the same edges, driven by the records of what the primary sent (our OPEN moves
 // Connect/Active -> OpenSent; our NOTIFICATION moves to Idle) and by what the peer sent. The peer's
 // messages that arrive before the record of our OPEN wait in the speaker (both sides send OPEN at
@@ -134,6 +136,22 @@ export interface FsmActions {
 }
 
 export type FsmMode = 'active' | 'snoop'
+
+/**
+ * The FSM as data, for a state transfer to a fresh snooping secondary (the speaker's snapshot()).
+ * Timer deadlines travel as time left, since each thread's clock has its own origin.
+ */
+export interface FsmSnapshot {
+  state: State
+  localOpen: OpenMessage | null
+  neg: Negotiated | null
+  manuallyStopped: boolean
+  owedNotification: WireError | null
+  holdLeftMs: number | null
+  keepaliveLeftMs: number | null
+  connectRetryLeftMs: number | null
+  counters: BgpFsm['counters']
+}
 
 export interface TimerDeadlines {
   holdMs: number | null
@@ -444,6 +462,60 @@ export class BgpFsm {
         if (p.neg.keepaliveMs > 0) this.hold.set(now + p.neg.holdTimeS * 1000)
         break
     }
+    this.invariants()
+  }
+
+  /** The FSM as data (see FsmSnapshot). */
+  snapshot(): FsmSnapshot {
+    const now = this.clock.now()
+    const left = (t: DeadlineTimer): number | null => (t.deadlineMs === null ? null : Math.max(0, t.deadlineMs - now))
+    const p = this.phase
+    return {
+      state: p.state,
+      localOpen: 'localOpen' in p ? p.localOpen : null,
+      neg: 'neg' in p ? p.neg : null,
+      manuallyStopped: this.manuallyStopped,
+      owedNotification: this.owedNotification,
+      holdLeftMs: left(this.hold),
+      keepaliveLeftMs: left(this.keepalive),
+      connectRetryLeftMs: left(this.connectRetry),
+      counters: { ...this.counters },
+    }
+  }
+
+  /**
+   * Snoop: becomes the FSM of `s` (taken from the primary) in one step, Idle -> s.state, reported
+   * like any transition. Only a fresh FSM (Idle, never started) in snoop mode may be restored.
+   */
+  restore(s: FsmSnapshot): void {
+    assert(this.modeNow === 'snoop' && this.phase.state === State.Idle, 'restore() needs a fresh snooping FSM')
+    let to: Phase
+    switch (s.state) {
+      case State.OpenSent:
+        assert(s.localOpen !== null, 'an OpenSent snapshot carries our OPEN')
+        to = { state: s.state, localOpen: s.localOpen }
+        break
+      case State.OpenConfirm:
+      case State.Established:
+        assert(s.localOpen !== null && s.neg !== null, `an ${s.state} snapshot carries both OPENs`)
+        to = { state: s.state, localOpen: s.localOpen, neg: s.neg }
+        break
+      default:
+        to = { state: s.state }
+    }
+    this.manuallyStopped = s.manuallyStopped
+    this.owedNotification = s.owedNotification
+    if (to.state !== State.Idle) this.transition(State.Idle, to, 'restored from the primary')
+    const now = this.clock.now()
+    for (const [t, left] of [
+      [this.hold, s.holdLeftMs],
+      [this.keepalive, s.keepaliveLeftMs],
+      [this.connectRetry, s.connectRetryLeftMs],
+    ] as const) {
+      if (left === null) t.clear()
+      else t.set(now + left)
+    }
+    Object.assign(this.counters, s.counters)
     this.invariants()
   }
 

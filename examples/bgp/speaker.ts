@@ -41,7 +41,7 @@ import {
   type PathAttributes,
   type UpdateMessage,
 } from './codec.ts'
-import { BgpFsm, State, type FsmMode, type Negotiated, type OutboundFsmMessage, type StateChange, type TimerDeadlines } from './fsm.ts'
+import { BgpFsm, State, type FsmMode, type FsmSnapshot, type Negotiated, type OutboundFsmMessage, type StateChange, type TimerDeadlines } from './fsm.ts'
 import { AdjRibIn, DEFAULT_LOCAL_PREF, LocRib, RibChange, RibOp, type RibPeer } from './rib.ts'
 
 export interface SpeakerOptions {
@@ -60,6 +60,8 @@ export interface SpeakerOptions {
   passive?: boolean
   /** Advertise the 4-octet AS capability. Default true. */
   as4?: boolean
+  /** Accept next hops in 127/8 from the peer (a lab on one host's loopback). Default false. */
+  loopbackNextHop?: boolean
   /** Restart the session automatically after an error drops it. Default true. */
   autoRestart?: boolean
   /** Prefixes to originate, 'A.B.C.D/LEN'. */
@@ -151,6 +153,53 @@ export interface SpeakerStats {
   snoopAnomalies: number
 }
 
+/**
+ * A speaker's state at one instant, for a secondary that joins a running session (state transfer:
+ * snooping alone cannot rebuild what the session carried before the secondary existed). The
+ * Adj-RIB-In travels apart, in RouteChunks. Plain data: it goes through msgpackr unchanged.
+ */
+export interface SpeakerSnapshot {
+  version: 1
+  fsm: FsmSnapshot
+  connected: boolean
+  /** How the reader decodes AS_PATHs (set by the peer's OPEN). */
+  rxAs4: boolean
+  /** The incomplete peer message the reader holds: the rest of it comes after the cut. */
+  rxPending: Uint8Array
+  /** Originated prefixes the peer has. */
+  advertised: number[]
+  counters: SpeakerCounters
+  /** Adj-RIB-In routes that follow in chunks. */
+  routes: number
+}
+
+/** Part of an Adj-RIB-In: attribute sets (each sent once, by id) and the prefixes that use them. */
+export interface RouteChunk {
+  attrs: Array<[number, PathAttributes]>
+  groups: Array<[number, number[]]>
+}
+
+/** Routes per RouteChunk by default: a chunk stays well under 100 KB through msgpackr. */
+export const SNAPSHOT_ROUTES_PER_CHUNK = 8192
+
+/** The speaker's own counters (what stats() reports besides the FSM's and the RIBs'). */
+export interface SpeakerCounters {
+  messagesIn: MessageCounts
+  messagesOut: MessageCounts
+  bytesIn: number
+  bytesOut: number
+  updatesProcessed: number
+  prefixesReceived: number
+  prefixesWithdrawn: number
+  establishedCount: number
+  wireErrors: number
+  droppedBytes: number
+  routesIgnored: number
+  sentDecodeErrors: number
+  snoopDeferred: number
+  snoopOverflow: number
+}
+
 /** Reentrant inputs queued at most; more means a callback loop (a programmer error). */
 const MAX_QUEUED_INPUTS = 100_000
 /**
@@ -212,7 +261,10 @@ export class BgpSpeaker {
   private readonly queue: (() => void)[] = []
   private readonly listeners = new Map<keyof SpeakerEvents, Set<Listener<never>>>()
 
-  private readonly st = {
+  /** restore(): attribute sets by id, and routes still to come. */
+  private restoring: { attrs: Map<number, PathAttributes>; left: number } | null = null
+
+  private readonly st: SpeakerCounters = {
     messagesIn: counts(),
     messagesOut: counts(),
     bytesIn: 0,
@@ -257,6 +309,7 @@ export class BgpSpeaker {
         this.originated.push(key)
       }
     }
+    this.rx.loopbackNextHop = opts.loopbackNextHop === true
     this.originatedSet = new Set(this.originated)
     if (this.originatedSet.size !== this.originated.length) {
       this.originated = [...this.originatedSet] // first occurrence wins, order kept
@@ -700,6 +753,109 @@ export class BgpSpeaker {
     } else if (this.has('route-add')) {
       this.emit('route-add', { prefix: formatPrefix(key), key, nextHop: formatIp(attrs!.nextHop ?? 0), attrs: attrs!, replaced: op === RibOp.CHANGE })
     }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // State transfer (a fresh secondary joining a running session)
+
+  /**
+   * Active mode: the speaker at this instant. The caller pairs it with the replicated socket's
+   * position (last record written, received bytes read) so the secondary knows which snooped
+   * records and bytes it already covers. Routes are grouped by attribute set, synchronously, so
+   * the chunks describe the same instant however slowly they are sent.
+   */
+  snapshot(routesPerChunk = SNAPSHOT_ROUTES_PER_CHUNK): { head: SpeakerSnapshot; chunks: RouteChunk[] } {
+    assert(this.modeNow === 'active', 'only the active speaker is snapshotted')
+    assert(Number.isInteger(routesPerChunk) && routesPerChunk > 0, 'routesPerChunk')
+    const byAttrs = new Map<PathAttributes, number[]>()
+    if (this.adj) {
+      for (const [k, a] of this.adj.routes) {
+        let keys = byAttrs.get(a)
+        if (!keys) byAttrs.set(a, (keys = []))
+        keys.push(k)
+      }
+    }
+    const chunks: RouteChunk[] = []
+    let chunk: RouteChunk = { attrs: [], groups: [] }
+    let inChunk = 0
+    let id = 0
+    for (const [a, keys] of byAttrs) {
+      id++
+      chunk.attrs.push([id, a])
+      for (let from = 0; from < keys.length; ) {
+        if (inChunk === routesPerChunk) {
+          chunks.push(chunk)
+          chunk = { attrs: [], groups: [] }
+          inChunk = 0
+        }
+        const n = Math.min(keys.length - from, routesPerChunk - inChunk)
+        chunk.groups.push([id, from === 0 && n === keys.length ? keys : keys.slice(from, from + n)])
+        inChunk += n
+        from += n
+      }
+    }
+    if (inChunk > 0 || chunk.attrs.length > 0) chunks.push(chunk)
+    const head: SpeakerSnapshot = {
+      version: 1,
+      fsm: this.fsm.snapshot(),
+      connected: this.connected,
+      rxAs4: this.rx.as4,
+      rxPending: this.rx.pendingBytes(),
+      advertised: [...this.advertised],
+      counters: { ...this.st, messagesIn: { ...this.st.messagesIn }, messagesOut: { ...this.st.messagesOut } },
+      routes: this.adj?.size ?? 0,
+    }
+    return { head, chunks }
+  }
+
+  /**
+   * Snoop mode, on a fresh speaker (never started): becomes the primary's speaker as of `head`.
+   * The routes follow through importRoutes(); restoreComplete says when they all arrived. Then
+   * feed it the snooped records and bytes after the snapshot's cut, as usual.
+   */
+  restore(head: SpeakerSnapshot): void {
+    this.exec(() => {
+      assert(head.version === 1, `snapshot version ${String(head.version)}`)
+      assert(this.modeNow === 'snoop' && this.fsm.state === State.Idle && this.restoring === null, 'restore() needs a fresh snooping speaker')
+      this.fsm.restore(head.fsm) // Established: sessionUp() makes the (empty) Adj-RIB-In
+      this.connected = head.connected
+      this.rx.reset()
+      this.tx.reset()
+      this.rx.as4 = head.rxAs4
+      if (head.rxPending.length > 0) {
+        const err = this.rx.feed(head.rxPending, () => assert(false, 'a snapshot holds an incomplete message only'))
+        assert(err === null, 'a snapshot holds a well-formed partial message')
+      }
+      this.advertised.clear()
+      for (const k of head.advertised) this.advertised.add(k)
+      const c = head.counters
+      Object.assign(this.st, c, { messagesIn: { ...c.messagesIn }, messagesOut: { ...c.messagesOut } })
+      assert(head.routes === 0 || this.adj !== null, 'routes come with a session')
+      this.restoring = head.routes > 0 ? { attrs: new Map(), left: head.routes } : null
+    })
+  }
+
+  /** The next RouteChunk of the snapshot given to restore(). */
+  importRoutes(chunk: RouteChunk): void {
+    this.exec(() => {
+      const r = this.restoring
+      assert(r !== null && this.adj !== null, 'importRoutes() without a restore in progress')
+      for (const [id, a] of chunk.attrs) r.attrs.set(id, a)
+      const adj = this.adj
+      for (const [id, keys] of chunk.groups) {
+        const a = r.attrs.get(id)
+        assert(a !== undefined, `route chunk names unknown attribute set ${id}`)
+        assert(keys.length <= r.left, 'more routes than the snapshot announced')
+        for (const k of keys) this.locRib.update(adj, k, a)
+        r.left -= keys.length
+      }
+      if (r.left === 0) this.restoring = null
+    })
+  }
+
+  /** Every route of the snapshot given to restore() has arrived. */
+  get restoreComplete(): boolean {
+    return this.restoring === null
   }
 
   /** Cross-checks of the parts; cheap enough to call after every step in tests. */
