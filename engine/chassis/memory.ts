@@ -47,11 +47,12 @@ export class MemoryPeer extends EventEmitter {
 
   flush(): void {
     const c = this.inner
-    if (!c) return
+    // Until the chassis has attached its handlers the bytes stay queued (they used to be dropped).
+    if (!c || !c.events) return
     while (this.pending.length && !c.paused) {
       const d = this.pending.shift()!
       this.pendingBytes -= d.length
-      c.events?.data(d, null)
+      c.events.data(d, null)
     }
     if (this.pendingBytes < PEER_WINDOW_BYTES) this.emit('drain')
   }
@@ -107,7 +108,15 @@ export class MemoryPeer extends EventEmitter {
 export class MemoryConn implements TransportConn {
   readonly local: Addr
   readonly remote: Addr | null
-  events: ConnEvents | null = null
+  private handlers: ConnEvents | null = null
+  get events(): ConnEvents | null {
+    return this.handlers
+  }
+  /** Attaching handlers delivers what the peer wrote before (on a microtask: no reentrancy). */
+  set events(e: ConnEvents | null) {
+    this.handlers = e
+    if (e) queueMicrotask(() => this.peer?.flush())
+  }
   paused = false
   closed = false
   private readonly peer: MemoryPeer | null

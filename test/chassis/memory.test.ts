@@ -1,0 +1,41 @@
+// The in-memory transport's contract where it matters to NSR: bytes in order, nothing dropped.
+import { describe, expect, it } from 'vitest'
+import { MemoryNetwork } from '../../engine/chassis/memory.ts'
+import type { ConnEvents } from '../../engine/chassis/transport.ts'
+
+describe('memory transport', () => {
+  it('keeps what a server writes before the chassis attached its handlers (was dropped)', async () => {
+    const net = new MemoryNetwork()
+    // The server greets as soon as it is served, which runs before connect()'s caller resumes.
+    net.serve(5000, (peer) => {
+      peer.write(Buffer.from('hello '))
+      peer.write(Buffer.from('world'))
+    })
+    const conn = await net.connect('mem', 5000)
+    const got: Uint8Array[] = []
+    const events: ConnEvents = { data: (d) => got.push(d), end: () => {}, error: () => {} }
+    conn.events = events
+    await new Promise((r) => setTimeout(r, 0))
+    expect(Buffer.concat(got).toString()).toBe('hello world')
+  })
+
+  it('holds bytes while paused and delivers them in order on resume', async () => {
+    const net = new MemoryNetwork()
+    const listening = new Promise<import('../../engine/chassis/transport.ts').TransportConn>((resolve) => {
+      void net.listen('mem', 5001, (c) => resolve(c))
+    })
+    await Promise.resolve()
+    const peer = net.dial(5001)
+    const conn = await listening
+    const got: string[] = []
+    conn.events = { data: (d) => got.push(Buffer.from(d).toString()), end: () => got.push('<end>'), error: () => {} }
+    await new Promise((r) => setTimeout(r, 0))
+    conn.pause()
+    peer.write(Buffer.from('a'))
+    peer.write(Buffer.from('b'))
+    expect(got).toEqual([])
+    conn.resume()
+    peer.end()
+    expect(got).toEqual(['a', 'b', '<end>'])
+  })
+})
