@@ -137,7 +137,11 @@ export class Chassis extends EventEmitter {
     this.core.onSync = () => this.checkReady()
     this.core.onSecondarySilent = () => {
       const st = this.secondary
-      if (st && st.alive && !st.dying) void this.retire(st, 'keepalive-silence')
+      if (!st || !st.alive || st.dying) return
+      // The same fact the heartbeat supervisor reports, seen first by the primary's keepalives.
+      this.counters.hungDetected++
+      this.emit('re-hung', { id: st.id, silentMs: Math.round(st.silentMs), via: 'keepalive' })
+      void this.retire(st, 'keepalive-silence')
     }
     this.on('error', () => {})
     this.ksync = new FibLink(this.core, { ...opts.fib, onAudit: (e) => this.emit('fib-audit', e) })
@@ -240,7 +244,7 @@ export class Chassis extends EventEmitter {
         st.silentMs += dt
         if (st.silentMs > this.deadMs) {
           this.counters.hungDetected++
-          this.emit('re-hung', { id: st.id, silentMs: Math.round(st.silentMs) })
+          this.emit('re-hung', { id: st.id, silentMs: Math.round(st.silentMs), via: 'heartbeat' })
           void this.retire(st, 'hung')
         }
       }

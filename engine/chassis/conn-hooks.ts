@@ -12,7 +12,7 @@
 // args carries `handle` (the replication handle, the same on both REs) and, on disconnect, `reason`.
 // A hook that throws is the registry's to report (Chassis 'hook-error'); the socket goes on.
 
-import { HookRegistry } from '../hooks/registry.ts'
+import type { HookRegistry } from '../hooks/registry.ts'
 import type { AddressFamily, HookCallInput, HookProtocol, StackId } from '../hooks/types.ts'
 import type { Addr } from '../socket/records.ts'
 import type { ChassisCore, Conn, ConnObserver } from './core.ts'

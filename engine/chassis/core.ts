@@ -38,7 +38,10 @@ export interface Conn {
   kind: 'tcp' | 'udp' | 'listen'
   transport: TransportConn | null
   listener: TransportListener | null
+  /** Listener: replicate what it accepts. Accepted connection: a replication policy picked it. */
   replicateOnAccept: boolean
+  /** The listener that accepted this connection (0: none). */
+  listen: number
   txSeq: number
   txOutstanding: number
   mode: FanMode
@@ -96,6 +99,8 @@ export class ChassisCore {
   private promoting = false
   /** Connections that existed when the promotion began (beginPromotion). */
   private promotionHandles: Set<number> | null = null
+  /** Connections accepted while a secondary was being promoted: announced once it is primary. */
+  private acceptedInPromotion: Conn[] = []
   private firstTxPending = false
   /** Called when the first record from a newly promoted primary reaches a transport. */
   onFirstTxAfterPromotion: (() => void) | null = null
@@ -363,6 +368,7 @@ export class ChassisCore {
       transport: tc,
       listener,
       replicateOnAccept: false,
+      listen: 0,
       txSeq: 0,
       txOutstanding: 0,
       mode: 'primary',
@@ -399,14 +405,20 @@ export class ChassisCore {
       return
     }
     const c = this.addConn('tcp', tc, null)
-    const replicate = this.observer?.opened(c, p.id, 'incoming') === true
+    c.listen = listenHandle
+    c.replicateOnAccept = this.observer?.opened(c, p.id, 'incoming') === true
     // A replicated listener's connections (or ones a replication policy picked) are replicated from
     // their first byte: hold until the handshake completes.
-    if ((l.replicateOnAccept || replicate) && this.secondary) c.mode = 'hold'
-    const held = c.mode === 'hold'
-    this.sendEvent(p, 0, { ev: 'accepted', listen: listenHandle, handle: c.handle, local: tc.local, remote: tc.remote, txCredit: this.limits.txWindowBytes, held, replicate }, () =>
-      this.announced(c.handle),
-    )
+    if ((l.replicateOnAccept || c.replicateOnAccept) && this.secondary) c.mode = 'hold'
+    // While a secondary is being promoted it cannot take the news yet: promoted() gives it.
+    if (this.promoting) this.acceptedInPromotion.push(c)
+    else this.announceAccepted(c, p)
+  }
+
+  /** Tells the primary about an accepted connection; its received data may follow. */
+  private announceAccepted(c: Conn, p: ReSlot): void {
+    const ev = { ev: 'accepted', listen: c.listen, handle: c.handle, local: c.local, remote: c.remote, txCredit: this.limits.txWindowBytes - c.txOutstanding }
+    this.sendEvent(p, 0, { ...ev, held: c.mode === 'hold', replicate: c.replicateOnAccept }, () => this.announced(c.handle))
   }
 
   private received(c: Conn, data: Uint8Array, addr: Addr | null, flags: number, code?: string): void {
@@ -566,9 +578,17 @@ export class ChassisCore {
     const keep = new Set(adopted)
     const before = this.promotionHandles
     this.promotionHandles = null
+    // Accepted connections the dead primary was given nothing of and sent nothing on (it may never
+    // have heard of them: accepted while it died) go to the new primary as newly accepted.
+    const fresh = this.acceptedInPromotion.splice(0)
     for (const c of [...this.conns.values()]) {
       if (!keep.has(c.handle) && (before === null || before.has(c.handle))) {
-        this.closeConn(c, true)
+        if (c.listen !== 0 && c.txSeq === 0 && c.priIdx === 0 && c.mode !== 'both') {
+          c.mode = 'primary'
+          c.priOut = 0
+          c.announced = false
+          fresh.push(c)
+        } else this.closeConn(c, true)
         continue
       }
       if (c.mode === 'hold') {
@@ -579,6 +599,16 @@ export class ChassisCore {
       }
       if (uncharged && uncharged[c.handle]) c.priOut += uncharged[c.handle]
       this.pumpRx(c)
+    }
+    for (const c of fresh) {
+      if (c.closing) continue
+      if (this.conns.has(c.listen)) this.announceAccepted(c, this.primary!)
+      else this.closeConn(c, true) // its listener was not taken over
+    }
+    // A socket the new primary adopted whose connection is gone (the dead primary closed it just
+    // before it died): the new primary must not keep it.
+    for (const h of adopted) {
+      if (!this.conns.has(h)) this.sendEvent(this.primary!, 0, { ev: 'closed', handle: h, code: 'ECLOSED', message: 'connection closed during the takeover' })
     }
     this.sync = { total: adopted.length, functional: 0, peer: false }
     this.onSync()

@@ -8,7 +8,8 @@
 //   peer's window closes. UDP has no window: a paused socket keeps a small bounded backlog (a kernel
 //   receive buffer's worth) and drops past it, counted, as a full socket buffer would.
 // - Send: write(data, addr, done) calls `done` when the OS socket took the bytes (Node's write
-//   callback), so the chassis's transport credit flows back at the pace of the peer.
+//   callback), so the chassis's transport credit flows back at the pace of the peer. TCP records
+//   handed over in one batch go out in one write (coalesced up to TCP_COALESCE_BYTES).
 // - A peer's FIN reaches events.end(); a reset or an OS error reaches events.error(code), once, and
 //   nothing follows it. Sockets are half-open capable: a peer's FIN never closes our side.
 // Nothing here throws at a caller for bad I/O; it is reported as an event and counted.
@@ -21,6 +22,9 @@ import type { ConnEvents, Transport, TransportConn, TransportListener } from './
 /** A paused UDP socket holds at most this many datagrams (and bytes) before dropping. */
 export const UDP_BACKLOG_DATAGRAMS = 256
 export const UDP_BACKLOG_BYTES = 256 * 1024
+
+/** A TCP connection's records are copied into buffers of this many bytes, each one socket write. */
+export const TCP_COALESCE_BYTES = 64 * 1024
 
 /** Counters shared by every connection of one transport (drops, errors: each branch counted). */
 export interface NetCounters {
@@ -93,7 +97,10 @@ export class TcpConn implements TransportConn {
   /** The peer's FIN or an error was reported (or is waiting for handlers). */
   private finished = false
   private pendingTerminal: Terminal | null = null
-  private corked = false
+  private batchBuf: Buffer | null = null
+  private batchUsed = 0
+  private batchDone: Array<() => void> = []
+  private flushQueued = false
 
   constructor(sock: net.Socket, counters: NetCounters) {
     this.sock = sock
@@ -130,24 +137,54 @@ export class TcpConn implements TransportConn {
     if (t) this.deliverTerminal(t)
   }
 
+  /** write() copies the record before it returns: the caller may hand in a view it reuses. */
+  readonly copiesOnWrite = true
+
   write(data: Uint8Array, _addr: Addr | null, done: () => void): void {
     const s = this.sock
     if (this.closed || s.destroyed || s.writableEnded) {
       this.counters.writesAfterClose++
       return done()
     }
-    // One writev per batch of records: cork now, uncork once the current batch has been written.
-    if (!this.corked) {
-      this.corked = true
-      s.cork()
-      queueMicrotask(() => {
-        this.corked = false
-        s.uncork()
+    // Records come one by one in a batch from the primary: copy them into one buffer that goes out
+    // in one socket write once the batch has been handed over; `done` runs for each when the OS took it.
+    const n = data.length
+    if (this.batchUsed + n > TCP_COALESCE_BYTES) this.flush()
+    if (n > TCP_COALESCE_BYTES) {
+      s.write(Buffer.from(data), (err) => {
+        if (err) this.counters.writeErrors++
+        done()
       })
+      return
     }
-    s.write(view(data), (err) => {
+    if (this.batchBuf === null) this.batchBuf = Buffer.allocUnsafeSlow(TCP_COALESCE_BYTES)
+    this.batchBuf.set(data, this.batchUsed)
+    this.batchUsed += n
+    this.batchDone.push(done)
+    if (!this.flushQueued) {
+      this.flushQueued = true
+      queueMicrotask(() => this.flush())
+    }
+  }
+
+  private flush(): void {
+    this.flushQueued = false
+    const buf = this.batchBuf
+    if (buf === null || this.batchUsed === 0) return
+    const used = this.batchUsed
+    const dones = this.batchDone
+    this.batchBuf = null
+    this.batchUsed = 0
+    this.batchDone = []
+    const s = this.sock
+    if (s.destroyed || s.writableEnded) {
+      this.counters.writesAfterClose += dones.length
+      for (const d of dones) d()
+      return
+    }
+    s.write(buf.subarray(0, used), (err) => {
       if (err) this.counters.writeErrors++
-      done()
+      for (const d of dones) d()
     })
   }
 
@@ -163,6 +200,7 @@ export class TcpConn implements TransportConn {
 
   end(): void {
     if (this.closed) return
+    this.flush()
     this.closed = true
     this.sock.end()
     // Keep reading (and discarding) so the peer's FIN arrives and the socket can close.

@@ -18,6 +18,8 @@ export interface TransportConn {
   readonly remote: Addr | null
   /** Sends one record; `done` is called once the transport has taken it (its bytes may be reused). */
   write(data: Uint8Array, addr: Addr | null, done: () => void): void
+  /** True when write() copies `data` before it returns (the chassis may then pass a view it reuses). */
+  readonly copiesOnWrite?: boolean
   /** Stops / restarts reading (the peer's TCP window closes while paused). */
   pause(): void
   resume(): void

@@ -752,6 +752,11 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     if (ev.ev === 'closed') {
       const sock = this.sockets.get(ev.handle as number)
       if (sock) {
+        // The chassis has no such connection (closed while a takeover was under way): it can no
+        // longer be replicated, and must not hold chassis.ready() back.
+        this.replicateWanted.delete(sock.handle)
+        if (sock.sr) (sock.sr as SrPrimary).teardown('unreplicate', false)
+        this.reportSync()
         sock.peerClosed(ev.code ? new NsrError(ev.code as NsrError['code'], String(ev.message ?? 'closed')) : null)
       }
       return

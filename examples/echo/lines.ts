@@ -1,0 +1,83 @@
+// The echo protocol's wire rules, shared by the primary (which answers) and the secondary (which
+// rebuilds its place from what the primary sent). A line is at most MAX_LINE_BYTES - 1 bytes; a
+// longer one is answered in pieces of exactly MAX_LINE_BYTES, so a reply's length alone says how
+// many received bytes it consumed:
+//   reply  = "<n> " + line + "\n"
+//   consumed(reply) = line + 1 (its newline)  when line < MAX_LINE_BYTES
+//                   = MAX_LINE_BYTES          when it is a piece of a longer line
+// UDP: each datagram gets "<n> " + payload back.
+
+export const MAX_LINE_BYTES = 16 * 1024
+const SPACE = 0x20
+const NEWLINE = 0x0a
+
+/** Decimal digits of a positive integer. */
+export function digits(n: number): number {
+  let d = 1
+  while (n >= 10) {
+    n = Math.floor(n / 10)
+    d++
+  }
+  return d
+}
+
+let scratch = new Uint8Array(MAX_LINE_BYTES + 32)
+
+/**
+ * "<n> " + body (+ "\n" for a stream reply), body being src[from, to), built in a buffer that the
+ * next call reuses: hand it to write() (which copies it) before building another.
+ */
+export function reply(n: number, src: Uint8Array, from = 0, to = src.length, newline = true): Uint8Array {
+  const d = digits(n)
+  const body = to - from
+  const len = d + 1 + body + (newline ? 1 : 0)
+  if (len > scratch.length) scratch = new Uint8Array(len)
+  const out = scratch
+  for (let i = d - 1, v = n; i >= 0; i--, v = Math.floor(v / 10)) out[i] = 0x30 + (v % 10)
+  out[d] = SPACE
+  if (body <= 256) for (let i = 0; i < body; i++) out[d + 1 + i] = src[from + i]
+  else out.set(src.subarray(from, to), d + 1)
+  if (newline) out[len - 1] = NEWLINE
+  return out.subarray(0, len)
+}
+
+/** Received stream bytes that stream reply number `n` (of `length` bytes) answered. */
+export function consumedBy(n: number, length: number): number {
+  const line = length - digits(n) - 2
+  return line >= MAX_LINE_BYTES ? MAX_LINE_BYTES : line + 1
+}
+
+/**
+ * Where the next line (or piece of a long line) in `data` from `start` ends, or -1 when no whole
+ * one is there yet. The line is data[start, end); the reader resumes at lineNext(start, end).
+ */
+export function lineEnd(data: Uint8Array, start: number): number {
+  const nl = data.indexOf(NEWLINE, start)
+  if (nl >= 0 && nl - start < MAX_LINE_BYTES) return nl
+  return data.length - start >= MAX_LINE_BYTES ? start + MAX_LINE_BYTES : -1
+}
+
+/** Where reading resumes after the line data[start, end): past its newline, or right after a piece. */
+export function lineNext(start: number, end: number): number {
+  return end - start < MAX_LINE_BYTES ? end + 1 : end
+}
+
+/** The n at the head of a reply ("<n> ..."), or -1. */
+export function replyNumber(data: Uint8Array): number {
+  let n = 0
+  for (let i = 0; i < data.length && i < 16; i++) {
+    const c = data[i]
+    if (c === SPACE) return i > 0 ? n : -1
+    if (c < 0x30 || c > 0x39) return -1
+    n = n * 10 + (c - 0x30)
+  }
+  return -1
+}
+
+export function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  if (a.length === 0) return b
+  const out = new Uint8Array(a.length + b.length)
+  out.set(a)
+  out.set(b, a.length)
+  return out
+}

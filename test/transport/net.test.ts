@@ -1,0 +1,221 @@
+// engine/chassis/net.ts on its own (no REs): the TCP and UDP transports keep the Transport contract
+// the chassis relies on: reading starts only once handlers are attached; pause() closes the peer's
+// window and resume() reopens it; write's `done` comes when the OS took the bytes; a peer's FIN, a
+// reset and a refused connect are reported with the right codes; a peer's FIN leaves our side open;
+// a paused UDP socket keeps a bounded backlog and counts its drops.
+
+import dgram from 'node:dgram'
+import net from 'node:net'
+import { afterEach, describe, expect, it } from 'vitest'
+import { NetTransport, UDP_BACKLOG_DATAGRAMS } from '../../engine/chassis/net.ts'
+import type { ConnEvents, TransportConn, TransportListener } from '../../engine/chassis/transport.ts'
+import type { Addr } from '../../engine/socket/records.ts'
+
+const wait = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+async function until(cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time')
+    await wait(5)
+  }
+}
+
+/** Records what a connection reports. */
+function recorder(conn: TransportConn) {
+  const r = { bytes: 0, chunks: [] as Buffer[], from: [] as Array<Addr | null>, ended: false, error: null as string | null }
+  const ev: ConnEvents = {
+    data: (d, addr) => {
+      r.bytes += d.length
+      r.chunks.push(Buffer.from(d))
+      r.from.push(addr)
+    },
+    end: () => void (r.ended = true),
+    error: (code) => void (r.error = code),
+  }
+  conn.events = ev
+  return r
+}
+
+describe('NetTransport: TCP', () => {
+  const t = new NetTransport('tcp')
+  const cleanup: Array<() => void> = []
+  afterEach(() => {
+    for (const c of cleanup.splice(0)) c()
+  })
+
+  async function pair(): Promise<{ server: TransportConn; client: net.Socket; listener: TransportListener }> {
+    let accepted: TransportConn | null = null
+    const listener = await t.listen('127.0.0.1', 0, (c) => (accepted = c))
+    cleanup.push(() => listener.close())
+    const client = net.connect({ port: listener.local.port, host: '127.0.0.1', allowHalfOpen: true })
+    client.on('error', () => {}) // tests destroy the server side, which resets this one
+    cleanup.push(() => client.destroy())
+    await new Promise((r) => client.once('connect', r))
+    await until(() => accepted !== null)
+    cleanup.push(() => accepted!.destroy())
+    return { server: accepted!, client, listener }
+  }
+
+  it('accepts, exchanges data both ways, and reports addresses', async () => {
+    const { server, client, listener } = await pair()
+    expect(server.local).toEqual({ address: '127.0.0.1', port: listener.local.port })
+    expect(server.remote).toEqual({ address: '127.0.0.1', port: client.localPort })
+    // Data sent before the chassis attaches its handlers waits for them.
+    client.write('early')
+    await wait(50)
+    const r = recorder(server)
+    await until(() => r.bytes === 5)
+    let done = 0
+    const got: Buffer[] = []
+    client.on('data', (d: Buffer) => got.push(d))
+    server.write(new TextEncoder().encode('reply'), null, () => done++)
+    await until(() => done === 1 && Buffer.concat(got).toString() === 'reply')
+  })
+
+  it('pause() closes the peer window; resume() delivers everything in order', async () => {
+    const { server, client } = await pair()
+    const r = recorder(server)
+    server.pause()
+    const block = Buffer.alloc(64 * 1024, 7)
+    let written = 0
+    let stalled = false
+    for (let i = 0; i < 2000 && !stalled; i++) {
+      written += block.length
+      if (!client.write(block)) {
+        // The kernel buffers fill, then the client's own: wait to see that no drain comes.
+        stalled = await Promise.race([new Promise<boolean>((res) => client.once('drain', () => res(false))), wait(300).then(() => true)])
+      }
+    }
+    expect(stalled).toBe(true)
+    const whilePaused = r.bytes
+    expect(whilePaused).toBeLessThan(written)
+    await wait(100)
+    expect(r.bytes).toBe(whilePaused) // nothing more read while paused
+    server.resume()
+    await until(() => r.bytes === written, 10_000)
+  })
+
+  it("write's done waits for the OS to take the bytes (a peer that does not read)", async () => {
+    const { server, client } = await pair()
+    recorder(server)
+    client.pause()
+    const big = new Uint8Array(1024 * 1024)
+    let done = 0
+    for (let i = 0; i < 64; i++) server.write(big, null, () => done++)
+    await wait(300)
+    expect(done).toBeLessThan(64) // the peer's window closed: the rest waits
+    client.resume()
+    await until(() => done === 64, 10_000)
+  })
+
+  it("reports the peer's FIN and keeps our side open (half-close)", async () => {
+    const { server, client } = await pair()
+    const r = recorder(server)
+    client.end('bye')
+    await until(() => r.ended)
+    expect(Buffer.concat(r.chunks).toString()).toBe('bye')
+    const got: Buffer[] = []
+    client.on('data', (d: Buffer) => got.push(d))
+    const clientEnded = new Promise((res) => client.once('end', res))
+    server.write(Buffer.from('still here'), null, () => {})
+    server.end()
+    await clientEnded
+    expect(Buffer.concat(got).toString()).toBe('still here')
+    expect(r.error).toBeNull()
+  })
+
+  it('reports a reset as ECONNRESET, once', async () => {
+    const { server, client } = await pair()
+    const r = recorder(server)
+    let errors = 0
+    server.events = { ...server.events!, error: (code) => ((r.error = code), errors++) }
+    client.resetAndDestroy()
+    await until(() => r.error !== null)
+    expect(r.error).toBe('ECONNRESET')
+    await wait(50)
+    expect(errors).toBe(1)
+    expect(r.ended).toBe(false)
+    // Writing to it afterwards is harmless and still returns the credit.
+    let done = 0
+    server.write(Buffer.from('late'), null, () => done++)
+    await until(() => done === 1)
+  })
+
+  it('destroy() resets the peer', async () => {
+    const { server, client } = await pair()
+    recorder(server)
+    const err = new Promise<string>((res) => client.once('error', (e: NodeJS.ErrnoException) => res(e.code ?? '')))
+    server.destroy()
+    expect(await err).toBe('ECONNRESET')
+  })
+
+  it('connects out, and a refused connect rejects with ECONNREFUSED', async () => {
+    const srv = net.createServer((s) => {
+      s.on('error', () => {}) // our destroy() resets it
+      s.end('hi')
+    })
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()))
+    cleanup.push(() => srv.close())
+    const port = (srv.address() as net.AddressInfo).port
+    const c = await t.connect('127.0.0.1', port)
+    cleanup.push(() => c.destroy())
+    expect(c.remote).toEqual({ address: '127.0.0.1', port })
+    const r = recorder(c)
+    await until(() => r.ended)
+    expect(Buffer.concat(r.chunks).toString()).toBe('hi')
+    srv.close()
+    await wait(20)
+    await expect(t.connect('127.0.0.1', port)).rejects.toMatchObject({ code: 'ECONNREFUSED' })
+  })
+
+  it('a port in use rejects listen with EADDRINUSE', async () => {
+    const l = await t.listen('127.0.0.1', 0, () => {})
+    cleanup.push(() => l.close())
+    await expect(t.listen('127.0.0.1', l.local.port, () => {})).rejects.toMatchObject({ code: 'EADDRINUSE' })
+  })
+})
+
+describe('NetTransport: UDP', () => {
+  const t = new NetTransport('udp')
+
+  it('carries datagrams with their addresses both ways', async () => {
+    const conn = await t.udp('127.0.0.1', 0)
+    const r = recorder(conn)
+    const peer = dgram.createSocket('udp4')
+    await new Promise<void>((res) => peer.bind(0, '127.0.0.1', res))
+    const got: Array<{ m: string; port: number }> = []
+    peer.on('message', (m, rinfo) => got.push({ m: m.toString(), port: rinfo.port }))
+    peer.send('ping', conn.local.port, '127.0.0.1')
+    await until(() => r.chunks.length === 1)
+    expect(r.from[0]).toEqual({ address: '127.0.0.1', port: peer.address().port })
+    let done = 0
+    conn.write(Buffer.from('pong'), r.from[0], () => done++)
+    await until(() => got.length === 1 && done === 1)
+    expect(got[0]).toEqual({ m: 'pong', port: conn.local.port })
+    peer.close()
+    conn.end()
+  })
+
+  it('a paused socket keeps a bounded backlog, drops past it (counted), and delivers the backlog on resume', async () => {
+    const conn = await t.udp('127.0.0.1', 0)
+    const r = recorder(conn)
+    conn.pause()
+    const peer = dgram.createSocket('udp4')
+    await new Promise<void>((res) => peer.bind(0, '127.0.0.1', res))
+    const dropsBefore = t.counters.udpDropped
+    const total = UDP_BACKLOG_DATAGRAMS + 100
+    for (let i = 0; i < total; i++) {
+      peer.send(String(i), conn.local.port, '127.0.0.1')
+      if (i % 32 === 31) await wait(2) // loopback's own buffer must not be what drops them
+    }
+    await until(() => t.counters.udpBacklogged + t.counters.udpDropped - dropsBefore >= total || t.counters.udpDropped - dropsBefore >= 100, 5000)
+    expect(r.chunks.length).toBe(0)
+    expect(t.counters.udpDropped - dropsBefore).toBeGreaterThanOrEqual(100)
+    conn.resume()
+    expect(r.chunks.length).toBe(UDP_BACKLOG_DATAGRAMS)
+    expect(r.chunks.slice(0, 3).map((b) => b.toString())).toEqual(['0', '1', '2'])
+    peer.close()
+    conn.end()
+  })
+})
