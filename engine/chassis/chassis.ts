@@ -51,6 +51,8 @@ export interface ChassisOptions {
   keepaliveIntervalMs?: number
   /** Start a fresh secondary after each failover (default true). */
   restoreRedundancy?: boolean
+  /** Keep a warm spare worker so a fresh secondary is up fast after a failover (default true). */
+  spare?: boolean
   /** Delay before the replacement secondary starts (tests model a slow RE). */
   respawnDelayMs?: number
   /** Sizes of the chassis FIB that the primary RE programs through KSync (re.ksync). */
@@ -59,7 +61,7 @@ export interface ChassisOptions {
 
 interface ReSlotState {
   id: string
-  slot: 0 | 1
+  slot: Slot
   worker: Worker
   api: Remote<ReControl>
   chassisEp: Endpoint
@@ -92,7 +94,20 @@ export interface FailoverEvent {
 const SUPERVISE_PER_INTERVAL = 5
 const DEAD_INTERVALS = 2.5
 
-const ENTRY = [new URL('../../workers/re-a.ts', import.meta.url), new URL('../../workers/re-b.ts', import.meta.url)] as const
+const ENTRY = [
+  new URL('../../workers/re-a.ts', import.meta.url),
+  new URL('../../workers/re-b.ts', import.meta.url),
+  new URL('../../workers/re-c.ts', import.meta.url),
+] as const
+
+type Slot = 0 | 1 | 2
+
+/** A booted worker with the engine and the application loaded, waiting for a role. */
+interface Spare {
+  slot: Slot
+  worker: Worker
+  api: Remote<ReControl & { activate(d: Partial<ReWorkerData>): Promise<void> }>
+}
 
 export class Chassis extends EventEmitter {
   readonly memory: MemoryNetwork
@@ -106,7 +121,8 @@ export class Chassis extends EventEmitter {
   private readonly connHooks: ConnHooks
   private readonly opts: ChassisOptions
   private readonly ringBytes: number
-  private readonly heartbeat = new Int32Array(new SharedArrayBuffer(8))
+  private readonly heartbeat = new Int32Array(new SharedArrayBuffer(4 * ENTRY.length))
+  private spare: Spare | null = null
   primary: ReSlotState | null = null
   secondary: ReSlotState | null = null
   private nextId = 1
@@ -177,12 +193,13 @@ export class Chassis extends EventEmitter {
     this.core.setPrimary(pri.id, pri.sink)
     this.core.setSecondary(sec.id, sec.sink)
     await Promise.all([pri.api.started(), sec.api.started()])
+    this.spawnSpare(2)
     this.supervisor = setInterval(() => this.supervise(), this.keepaliveMs / SUPERVISE_PER_INTERVAL)
     this.supervisor.unref?.()
     this.emit('secondary-up', { id: sec.id })
   }
 
-  private spawn(slot: 0 | 1, role: 'primary' | 'secondary', peerSab: SharedArrayBuffer | null, peerSide: 'a' | 'b'): ReSlotState {
+  private spawn(slot: Slot, role: 'primary' | 'secondary', peerSab: SharedArrayBuffer | null, peerSide: 'a' | 'b', spare: Spare | null = null): ReSlotState {
     const id = `re${this.nextId++}`
     const chassisSab = createChannelSab(this.ringBytes)
     Atomics.store(this.heartbeat, slot, 0)
@@ -199,13 +216,15 @@ export class Chassis extends EventEmitter {
       heartbeatIndex: slot,
       re: { keepaliveIntervalMs: this.keepaliveMs, deadIntervalMs: this.deadMs, ...this.opts.re },
     }
-    const worker = spawnWorker(ENTRY[slot], { workerData: data, name: `nsr-${id}` })
+    const worker = spare ? spare.worker : spawnWorker(ENTRY[slot], { workerData: data, name: `nsr-${id}` })
+    // A spare gets its role and rings now; calls made after this one queue behind it.
+    if (spare) void spare.api.activate(data).catch((err) => this.emit('re-error', { id, error: String(err) }))
     const chassisEp = openEndpoint(chassisSab, 'a')
     const st: ReSlotState = {
       id,
       slot,
       worker,
-      api: wrap<ReControl>(portEndpoint(worker)),
+      api: spare ? (spare.api as unknown as Remote<ReControl>) : wrap<ReControl>(portEndpoint(worker)),
       chassisEp,
       sink: new RingSink(chassisEp.tx),
       alive: true,
@@ -223,6 +242,32 @@ export class Chassis extends EventEmitter {
       () => !st.alive,
     )
     return st
+  }
+
+  /** Boots a warm spare in `slot` (the engine and the application module load now, not at failover). */
+  private spawnSpare(slot: Slot): void {
+    if (this.closing || this.opts.spare === false || this.spare) return
+    const app = typeof this.opts.app === 'string' ? this.opts.app : this.opts.app.href
+    const data = {
+      spare: true,
+      app,
+      appOptions: this.opts.appOptions ?? null,
+      heartbeatSab: this.heartbeat.buffer as SharedArrayBuffer,
+      re: { keepaliveIntervalMs: this.keepaliveMs, deadIntervalMs: this.deadMs, ...this.opts.re },
+    }
+    const worker = spawnWorker(ENTRY[slot], { workerData: data, name: `nsr-spare-${slot}` })
+    const spare: Spare = { slot, worker, api: wrap(portEndpoint(worker)) }
+    worker.on('exit', () => {
+      if (this.spare === spare) this.spare = null
+    })
+    worker.on('error', (err) => this.emit('re-error', { id: `spare-${slot}`, error: String(err) }))
+    this.spare = spare
+  }
+
+  /** The slot neither the primary, the secondary nor the spare uses. */
+  private freeSlot(): Slot {
+    const used = new Set([this.primary?.slot, this.secondary?.slot, this.spare?.slot])
+    return ([0, 1, 2] as const).find((s) => !used.has(s)) ?? 2
   }
 
   // ---- supervision -------------------------------------------------------------------------------
@@ -332,14 +377,18 @@ export class Chassis extends EventEmitter {
     this.restoreSecondary(dead.slot)
   }
 
-  private restoreSecondary(slot: 0 | 1): void {
+  private restoreSecondary(slot: Slot): void {
     if (this.closing || this.opts.restoreRedundancy === false) return
     const start = async () => {
       if (this.opts.respawnDelayMs) await new Promise((r) => setTimeout(r, this.opts.respawnDelayMs))
       if (this.closing || !this.primary || this.secondary) return
       const peerSab = createChannelSab(this.ringBytes)
-      const st = this.spawn(slot, 'secondary', peerSab, 'b')
+      // A warm spare becomes the secondary at once; a new spare boots in the freed slot meanwhile.
+      const spare = this.spare
+      this.spare = null
+      const st = spare ? this.spawn(spare.slot, 'secondary', peerSab, 'b', spare) : this.spawn(slot, 'secondary', peerSab, 'b')
       this.secondary = st
+      this.spawnSpare(this.freeSlot())
       this.counters.respawns++
       await st.api.started()
       if (!st.alive || this.closing || !this.primary) return
@@ -440,6 +489,9 @@ export class Chassis extends EventEmitter {
     this.closing = true
     if (this.supervisor) clearInterval(this.supervisor)
     for (const c of [...this.core.conns.values()]) this.core.closeConn(c, false)
+    const spare = this.spare
+    this.spare = null
+    if (spare) void spare.worker.terminate()
     const sts = [this.primary, this.secondary].filter((s): s is ReSlotState => !!s)
     for (const st of sts) st.alive = false
     await Promise.all(sts.map((st) => st.worker.terminate()))

@@ -1,8 +1,10 @@
 // The body of an RE worker thread: builds a RoutingEngine over the rings the chassis handed in
 // workerData, runs the application module's default export with it, pumps the rings, beats the
 // heartbeat the chassis supervisor watches, and exposes the control plane (comlink) to the chassis.
-// workers/re-a.ts and workers/re-b.ts are the entry files (one per slot: Bun wants each worker to
-// have its own entry file).
+// workers/re-a.ts, re-b.ts and re-c.ts are the entry files (one per slot: Bun wants each worker to
+// have its own entry file). A worker may boot as a warm spare: it loads the engine and the
+// application module (the slow part of a start), then waits for activate() to give it its role and
+// rings, so a fresh secondary after a failover is up as fast as its handshake.
 
 import { parentPort, workerData } from 'node:worker_threads'
 import { expose } from 'comlink'
@@ -24,6 +26,8 @@ export interface ReWorkerData {
   heartbeatSab: SharedArrayBuffer
   heartbeatIndex: number
   re: Partial<Omit<ReOptions, 'id' | 'role' | 'clock'>>
+  /** Boot as a warm spare: only app, appOptions, heartbeatSab and re are meaningful until activate(). */
+  spare?: boolean
 }
 
 export interface ReControl {
@@ -38,7 +42,50 @@ export interface ReControl {
 }
 
 export async function runRe(): Promise<void> {
-  const wd = workerData as ReWorkerData
+  const boot = workerData as ReWorkerData
+  if (!boot.spare) {
+    const control = runActive(boot)
+    expose(control, portEndpoint(parentPort!))
+    await control.started().catch(failedStart(boot))
+    return
+  }
+  // A warm spare: the module loads now; the RE is built when the chassis activates this worker.
+  const warm = import(boot.app).catch(() => null)
+  let inner: ReControl | null = null
+  let activated!: (c: ReControl) => void
+  const active = new Promise<ReControl>((r) => (activated = r))
+  const need = (): ReControl => {
+    if (!inner) throw new Error('spare RE not activated')
+    return inner
+  }
+  const proxy: ReControl & { activate(d: Partial<ReWorkerData>): Promise<void> } = {
+    async activate(d) {
+      await warm
+      inner = runActive({ ...boot, ...d, spare: false } as ReWorkerData)
+      activated(inner)
+      void inner.started().catch(failedStart(boot))
+    },
+    started: () => active.then((c) => c.started()),
+    promote: (info) => need().promote(info),
+    attachPeer: (sab, side) => need().attachPeer(sab, side),
+    peerLost: (reason) => need().peerLost(reason),
+    quiesce: (ms) => need().quiesce(ms),
+    thaw: () => need().thaw(),
+    stats: () => need().stats(),
+    hang: (ms) => need().hang(ms),
+  }
+  expose(proxy, portEndpoint(parentPort!))
+}
+
+function failedStart(wd: ReWorkerData): (err: unknown) => void {
+  return (err) => {
+    console.error(`RE ${wd.id}: application failed to start:`, err)
+    process.exit(70)
+  }
+}
+
+/** Builds the RE over the rings in `wd`, starts the application and returns the control plane. */
+function runActive(wd: ReWorkerData): ReControl {
   const chassis = openEndpoint(wd.chassisSab, 'b')
   const chassisSink = new RingSink(chassis.tx)
   const re = new RoutingEngine({ ...wd.re, id: wd.id, role: wd.role, clock: systemClock }, chassisSink)
@@ -107,12 +154,5 @@ export async function runRe(): Promise<void> {
       }
     },
   }
-  expose(control, portEndpoint(parentPort!))
-
-  try {
-    await started
-  } catch (err) {
-    console.error(`RE ${wd.id}: application failed to start:`, err)
-    process.exit(70)
-  }
+  return control
 }
