@@ -341,7 +341,10 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     this.counters.peerMessages++
     this.lastPeerHeard = this.clock.now()
     try {
-      if (this.role === 'primary') this.primaryPeerMessage(h, bytes, off)
+      // Either role: liveness and the application's own messages.
+      if (h.type === MsgType.KEEPALIVE) this.counters.keepalivesHeard++
+      else if (h.type === MsgType.PEER_MSG) this.peerMsg(bytes, off, h.length)
+      else if (this.role === 'primary') this.primaryPeerMessage(h, bytes, off)
       else this.secondaryPeerMessage(h, bytes, off)
     } catch (err) {
       this.reject(`peer-handler-threw: ${(err as Error).message}`)
@@ -387,11 +390,6 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         sr.teardown('peer-unreplicate', false)
         return
       }
-      case MsgType.KEEPALIVE:
-        this.counters.keepalivesHeard++
-        return
-      case MsgType.PEER_MSG:
-        return this.peerMsg(bytes, off, h.length)
       default:
         return this.reject(`primary-unexpected-type-${h.type}`)
     }
@@ -493,11 +491,6 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         pair.emit('unreplicated')
         return
       }
-      case MsgType.KEEPALIVE:
-        this.counters.keepalivesHeard++
-        return
-      case MsgType.PEER_MSG:
-        return this.peerMsg(bytes, off, h.length)
       default:
         return this.reject(`secondary-unexpected-type-${h.type}`)
     }

@@ -5,11 +5,11 @@
 // the handler the batch ended (coalesced acks and credits go out then), yield to the event loop
 // after a full batch, park when empty.
 
-import { HEADER_BYTES, encodeHeader, type Header } from '../protocol/header.ts'
+import { HEADER_BYTES, type Header } from '../protocol/header.ts'
 import { MessageReader, READER_MAX_MESSAGES_PER_POLL } from '../kkcm/message.ts'
 import { flushRings, type Ring } from '../kkcm/ring.ts'
 import type { Addr } from '../socket/records.ts'
-import { addrBytes, encodeAddr, type FrameSink } from './sink.ts'
+import { framePayloadBytes, writeFrame, type FrameSink } from './sink.ts'
 
 export class RingSink implements FrameSink {
   readonly ring: Ring
@@ -24,23 +24,12 @@ export class RingSink implements FrameSink {
 
   send(type: number, flags: number, handle: number, seq: number, ack: number, credit: number, data: Uint8Array | null, addr?: Addr | null): boolean {
     const ring = this.ring
-    const alen = addr ? addrBytes(addr) : 0
-    const dlen = data ? data.length : 0
-    const off = ring.reserve(HEADER_BYTES + alen + dlen)
+    const off = ring.reserve(HEADER_BYTES + framePayloadBytes(data, addr))
     if (off < 0) {
       this.full++
       return false
     }
-    encodeHeader(ring.view, off, type, flags, handle, seq, ack, credit, alen + dlen)
-    let p = off + HEADER_BYTES
-    if (addr) p += encodeAddr(ring.bytes, p, addr)
-    if (dlen) {
-      const src = data!
-      if (dlen <= 32) {
-        const dst = ring.bytes
-        for (let i = 0; i < dlen; i++) dst[p + i] = src[i]
-      } else ring.bytes.set(src, p)
-    }
+    writeFrame(ring.view, ring.bytes, off, type, flags, handle, seq, ack, credit, data, addr)
     ring.commit()
     this.sent++
     return true

@@ -4,6 +4,7 @@
 // caller keeps its state and asks `whenRoom` to be called back), never blocks and never throws
 // for a full channel.
 
+import { HEADER_BYTES, encodeHeader } from '../protocol/header.ts'
 import type { Addr } from '../socket/records.ts'
 
 export interface FrameSink {
@@ -50,4 +51,38 @@ export function decodeAddr(bytes: Uint8Array, off: number, end: number): { addr:
   let address = ''
   for (let i = 0; i < len; i++) address += String.fromCharCode(bytes[off + 3 + i])
   return { addr: { address, port }, next: off + 3 + len }
+}
+
+/** Payload bytes of a frame that carries `data` after an optional address prefix. */
+export function framePayloadBytes(data: Uint8Array | null, addr?: Addr | null): number {
+  return (addr ? addrBytes(addr) : 0) + (data ? data.length : 0)
+}
+
+/**
+ * Writes one frame at `off`: the header, the address prefix when `addr` is given, then `data`.
+ * The caller has room for HEADER_BYTES + framePayloadBytes(data, addr). Every FrameSink encodes
+ * through this one function, so the simulator's frames are the ring's byte for byte.
+ */
+export function writeFrame(
+  view: DataView,
+  bytes: Uint8Array,
+  off: number,
+  type: number,
+  flags: number,
+  handle: number,
+  seq: number,
+  ack: number,
+  credit: number,
+  data: Uint8Array | null,
+  addr?: Addr | null,
+): void {
+  encodeHeader(view, off, type, flags, handle, seq, ack, credit, framePayloadBytes(data, addr))
+  let p = off + HEADER_BYTES
+  if (addr) p += encodeAddr(bytes, p, addr)
+  if (!data) return
+  const n = data.length
+  if (n <= 32) {
+    // Short copies: a loop beats TypedArray.set's call overhead.
+    for (let i = 0; i < n; i++) bytes[p + i] = data[i]
+  } else bytes.set(data, p)
 }

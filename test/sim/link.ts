@@ -1,6 +1,6 @@
 // SimLink: one direction of a KKCM ring, in process, for the deterministic simulation and the SDRL
-// unit tests. send() encodes a frame exactly as a ring-backed sink does (32-byte header via
-// encodeHeader, the DATAGRAM address prefix via encodeAddr, then the payload) into a queue bounded
+// unit tests. send() encodes a frame with the ring-backed sink's own writeFrame() (32-byte header,
+// the DATAGRAM address prefix, then the payload) into a queue bounded
 // in bytes, so 'full' happens and whenRoom() retries run. deliver() is the reader: it validates
 // every frame (validate / decodeHeader, rejects counted, never thrown), hands it to the receiver
 // and ends the batch with onBatchEnd(), as MessageReader.poll() does. The simulator decides when a
@@ -23,7 +23,7 @@ import {
   validate,
   type Header,
 } from '../../engine/protocol/header.ts'
-import { addrBytes, encodeAddr, type FrameSink } from '../../engine/re/sink.ts'
+import { addrBytes, framePayloadBytes, writeFrame, type FrameSink } from '../../engine/re/sink.ts'
 import type { Addr } from '../../engine/socket/records.ts'
 
 export interface LinkReceiver {
@@ -100,9 +100,7 @@ export class SimLink implements FrameSink {
       this.counters.closed++
       return false
     }
-    const addrLen = addr ? addrBytes(addr) : 0
-    const length = addrLen + (data ? data.length : 0)
-    const size = HEADER_BYTES + length
+    const size = HEADER_BYTES + framePayloadBytes(data, addr)
     if (size > this.maxFrameBytes) throw new Error(`${this.name}: a ${size}-byte frame can never fit (max ${this.maxFrameBytes})`)
     const cost = frameCost(size)
     if (this.usedBytes + cost > this.capacityBytes) {
@@ -110,10 +108,7 @@ export class SimLink implements FrameSink {
       return false
     }
     const frame = new Uint8Array(size)
-    encodeHeader(new DataView(frame.buffer), 0, type, flags, handle, seq, ack, credit, length)
-    let o = HEADER_BYTES
-    if (addr) o += encodeAddr(frame, o, addr)
-    if (data) frame.set(data, o)
+    writeFrame(new DataView(frame.buffer), frame, 0, type, flags, handle, seq, ack, credit, data, addr)
     this.commit(frame, cost)
     this.counters.sent++
     if (this.onSend) {
@@ -124,8 +119,8 @@ export class SimLink implements FrameSink {
       h.seq = seq >>> 0
       h.ack = ack >>> 0
       h.credit = credit >>> 0
-      h.length = length
-      this.onSend(h, frame.subarray(HEADER_BYTES + addrLen), addr ?? null)
+      h.length = size - HEADER_BYTES
+      this.onSend(h, frame.subarray(HEADER_BYTES + (addr ? addrBytes(addr) : 0)), addr ?? null)
     }
     return true
   }
