@@ -422,7 +422,15 @@ export class Chassis extends EventEmitter {
     if (!opts.force) await this.ready(opts.timeoutMs ?? 10_000)
     const st = this.primary
     if (!st || !this.secondary) throw new NsrError('ENOTCONN', 'switchover needs a primary and a secondary')
-    if (!(await st.api.quiesce(opts.timeoutMs ?? 2000)) && !opts.force) {
+    const quiesced = await st.api.quiesce(opts.timeoutMs ?? 2000)
+    const sec = this.secondary
+    if (!sec || !sec.alive || sec.dying || this.primary !== st) {
+      // The secondary was lost while the primary drained: retiring the primary now would drop
+      // every connection. The primary carries on.
+      if (this.primary === st) await st.api.thaw()
+      throw new NsrError('ENOTCONN', 'switchover aborted: the secondary was lost while the primary quiesced')
+    }
+    if (!quiesced && !opts.force) {
       // The secondary did not acknowledge everything in time: a switchover now could lose records.
       await st.api.thaw()
       throw new NsrError('ETIMEDOUT', `switchover aborted: ${st.id} still had unacknowledged records after ${opts.timeoutMs ?? 2000} ms`)

@@ -588,12 +588,14 @@ export class World {
   private async supervise(): Promise<void> {
     this.attachPending()
     const P = this.primary
-    const S = this.secondary
+    let S = this.secondary
     const now = this.clock.now()
     if (this.pendingKill) {
       const why = this.pendingKill
       this.pendingKill = null
       if (S) this.killSecondary(why)
+      // Regression (seed 4196191711): a switchover under way must see the secondary is gone.
+      S = this.secondary
     }
     if (this.pendingCrash) {
       this.pendingCrash = false
