@@ -18,7 +18,7 @@ import { RingSink, drainNow, pumpRing } from '../re/ring-sink.ts'
 import type { ReOptions } from '../re/re.ts'
 import type { ReControl, ReWorkerData } from '../re/worker-main.ts'
 import { portEndpoint } from '../runtime/endpoint.ts'
-import { spawnWorker } from '../runtime/worker.ts'
+import { runtimeName, spawnWorker } from '../runtime/worker.ts'
 import { ChassisCore, type ChassisLimits } from './core.ts'
 import { FibLink } from './fib-link.ts'
 import type { FibOptions } from '../ksync/fib.ts'
@@ -51,7 +51,7 @@ export interface ChassisOptions {
   keepaliveIntervalMs?: number
   /** Start a fresh secondary after each failover (default true). */
   restoreRedundancy?: boolean
-  /** Keep a warm spare worker so a fresh secondary is up fast after a failover (default true). */
+  /** Keep a warm spare worker so a fresh secondary is up fast after a failover (default: on Node). */
   spare?: boolean
   /** Delay before the replacement secondary starts (tests model a slow RE). */
   respawnDelayMs?: number
@@ -246,7 +246,9 @@ export class Chassis extends EventEmitter {
 
   /** Boots a warm spare in `slot` (the engine and the application module load now, not at failover). */
   private spawnSpare(slot: Slot): void {
-    if (this.closing || this.opts.spare === false || this.spare) return
+    // Validated on Node; on Bun and Deno a fresh secondary still starts from cold unless asked.
+    const wanted = this.opts.spare ?? runtimeName() === 'node'
+    if (this.closing || !wanted || this.spare) return
     const app = typeof this.opts.app === 'string' ? this.opts.app : this.opts.app.href
     const data = {
       spare: true,
