@@ -76,6 +76,9 @@ export function spawnWorker(entry: URL, opts: SpawnWorkerOptions = {}): Worker {
   if (opts.transferList !== undefined) options.transferList = [...opts.transferList]
   if (runtimeName() === 'node') {
     const argv = opts.execArgv ? [...opts.execArgv] : []
+    // NSR_WORKER_FLAGS: extra Node flags for every worker (say `--cpu-prof --cpu-prof-dir=prof`).
+    const extra = process.env.NSR_WORKER_FLAGS
+    if (extra) argv.push(...extra.split(/\s+/).filter(Boolean))
     if (/\.[cm]?tsx?$/.test(entry.pathname)) argv.push('--import', tsxWorkerImport())
     options.execArgv = argv
   }
