@@ -4,6 +4,16 @@
 // record the transport accepted: after a failover the new primary resumes right after it, so no
 // record goes out twice or never (invariant 2).
 //
+// Held records (the release point of replication, engine/sdrl/primary.ts): on a replicated socket
+// the primary sends each record here flagged HELD before it replicates it, so the chassis has every
+// record the secondary has. A held record waits in the connection's `held` queue, counted against
+// the transport window, until a TX_RELEASE covers it: the secondary's (sent with its cumulative
+// ack, straight here rather than through the primary) or the primary's (replication off or torn
+// down). An unheld TX releases everything before it. At a takeover the new primary says how far its
+// history goes (TX_RELEASE flagged RESUME): held records up to there are released, the rest, which
+// the secondary never saw, are dropped. Held records never reach the transport unacknowledged
+// (invariant 1), and the primary neither copies a record into its send buffer nor sends it twice.
+//
 // Receive fan-out (seed 4.1 b, invariants 3 and 5): each connection keeps one bounded queue of
 // received chunks with two cursors; a chunk goes to the secondary first and to the primary only
 // after that (the secondary never lags the primary). A chunk leaves an RE's cursor only while that
@@ -19,8 +29,8 @@
 import { pack, unpack } from 'msgpackr'
 // msgpackr decodes strings with TextDecoder, which refuses views of a SharedArrayBuffer: control
 // payloads are read in place from a ring, so they are sliced (copied) before unpack().
-import { Flag, MsgType, seqAdd, seqLe, type Header } from '../protocol/header.ts'
-import type { Addr } from '../socket/records.ts'
+import { Flag, MsgType, seqAdd, seqLe, seqLt, type Header } from '../protocol/header.ts'
+import { RecordQueue, type Addr } from '../socket/records.ts'
 import type { FrameSink } from '../re/sink.ts'
 import { decodeAddr } from '../re/sink.ts'
 import type { Transport, TransportConn, TransportListener } from './transport.ts'
@@ -42,7 +52,17 @@ export interface Conn {
   replicateOnAccept: boolean
   /** The listener that accepted this connection (0: none). */
   listen: number
+  /** Last record handed to the transport. */
   txSeq: number
+  /** Last record received from the primary, held or not (>= txSeq). */
+  lastSeq: number
+  /** Highest record a TX_RELEASE (or an unheld TX) let go. */
+  releasedSeq: number
+  /** Held records (lastSeq's tail beyond txSeq), bytes counted in txOutstanding. */
+  held: RecordQueue
+  /** A close that waits for the held records to be released. */
+  closeAfterHeld: boolean
+  /** Bytes held plus bytes the transport has not yet taken (bounded by the transport window). */
   txOutstanding: number
   mode: FanMode
   q: Chunk[]
@@ -115,6 +135,9 @@ export class ChassisCore {
   readonly counters = {
     txRecords: 0,
     txBytes: 0,
+    txHeld: 0,
+    txReleases: 0,
+    txDroppedAtResume: 0,
     txDuplicates: 0,
     txGaps: 0,
     txFromSecondary: 0,
@@ -153,6 +176,14 @@ export class ChassisCore {
           return
         }
         return this.onTx(h, bytes, off)
+      case MsgType.TX_RELEASE: {
+        const c = this.conns.get(h.handle)
+        if (!c) return
+        if (fromPrimary) this.release(c, h.seq, (h.flags & Flag.RESUME) !== 0)
+        else if (this.secondary?.id === reId && !(h.flags & Flag.RESUME)) this.release(c, h.seq, false)
+        else this.counters.rejected++
+        return
+      }
       case MsgType.RX_CREDIT: {
         const c = this.conns.get(h.handle)
         if (!c) return
@@ -190,11 +221,11 @@ export class ChassisCore {
       this.counters.txUnknownHandle++
       return
     }
-    if (seqLe(h.seq, c.txSeq)) {
+    if (seqLe(h.seq, c.lastSeq)) {
       this.counters.txDuplicates++
       return
     }
-    if (h.seq !== seqAdd(c.txSeq, 1)) this.counters.txGaps++
+    if (h.seq !== seqAdd(c.lastSeq, 1)) this.counters.txGaps++
     let addr: Addr | null = null
     let start = off
     const end = off + h.length
@@ -207,31 +238,82 @@ export class ChassisCore {
       addr = d.addr
       start = d.next
     }
+    c.lastSeq = h.seq
+    const n = end - start
+    c.txOutstanding += n
+    if (h.flags & Flag.HELD && !seqLe(h.seq, c.releasedSeq)) {
+      // Read in place from the ring: the held queue keeps its own copy.
+      c.held.push(h.seq, bytes.subarray(start, end), addr)
+      this.counters.txHeld++
+      return
+    }
+    // An unheld record releases everything before it (replication is off on this socket now).
+    if (seqLt(c.releasedSeq, h.seq)) c.releasedSeq = h.seq
+    if (c.held.length) this.flushHeld(c)
     // The frame is read in place from the ring: a transport that copies on write takes the view.
-    const data = c.transport.copiesOnWrite ? bytes.subarray(start, end) : bytes.slice(start, end)
-    c.txSeq = h.seq
+    this.transmit(c, h.seq, c.transport.copiesOnWrite ? bytes.subarray(start, end) : bytes.slice(start, end), addr)
+  }
+
+  /** TX_RELEASE: held records up to `seq` go to the transport; with `resume`, the rest are dropped. */
+  private release(c: Conn, seq: number, resume: boolean): void {
+    this.counters.txReleases++
+    if (seqLt(c.releasedSeq, seq)) c.releasedSeq = seq
+    if (c.held.length) this.flushHeld(c)
+    if (!resume) return
+    // A new primary's history ends at `seq`: what the old one sent after it, the secondary never saw.
+    let dropped = 0
+    while (c.held.length) {
+      const rec = c.held.shift()!
+      dropped += rec.data.length
+      this.counters.txDroppedAtResume++
+    }
+    if (dropped) this.returnTxCredit(c, dropped)
+    c.lastSeq = seqLt(seq, c.txSeq) ? c.txSeq : seq
+    c.releasedSeq = c.lastSeq
+    if (c.closeAfterHeld) c.closeAfterHeld = false // the new primary never asked for that close
+  }
+
+  private flushHeld(c: Conn): void {
+    const held = c.held
+    for (;;) {
+      const rec = held.peek()
+      if (!rec || !seqLe(rec.seq, c.releasedSeq)) break
+      held.shift()
+      this.transmit(c, rec.seq, rec.data, rec.addr)
+      if (!c.transport) return
+    }
+    if (held.length === 0 && c.closeAfterHeld) {
+      c.closeAfterHeld = false
+      this.closeConn(c, false)
+    }
+  }
+
+  /** Hands one record to the transport; `n` bytes are already counted in txOutstanding. */
+  private transmit(c: Conn, seq: number, data: Uint8Array, addr: Addr | null): void {
+    c.txSeq = seq
     if (this.firstTxPending) {
       this.firstTxPending = false
       this.onFirstTxAfterPromotion?.()
     }
-    c.txOutstanding += data.length
     this.counters.txRecords++
     this.counters.txBytes += data.length
-    this.onTransmit?.(c, h.seq, data)
+    this.onTransmit?.(c, seq, data)
     const n = data.length
-    c.transport.write(data, addr, () => {
-      c.txOutstanding -= n
-      this.txCreditDue.set(c.handle, (this.txCreditDue.get(c.handle) ?? 0) + n)
-      // A transport that takes the bytes later (a slow peer, a socket's write callback) frees room
-      // outside any batch from the primary, which may be waiting for exactly this credit.
-      if (!this.txCreditQueued) {
-        this.txCreditQueued = true
-        queueMicrotask(() => {
-          this.txCreditQueued = false
-          this.flushTxCredit()
-        })
-      }
-    })
+    c.transport!.write(data, addr, () => this.returnTxCredit(c, n))
+  }
+
+  private returnTxCredit(c: Conn, n: number): void {
+    c.txOutstanding -= n
+    this.txCreditDue.set(c.handle, (this.txCreditDue.get(c.handle) ?? 0) + n)
+    // A transport that takes the bytes later (a slow peer, a socket's write callback) frees room
+    // outside any batch from the primary, which may be waiting for exactly this credit.
+    if (!this.txCreditQueued) {
+      this.txCreditQueued = true
+      queueMicrotask(() => {
+        this.txCreditQueued = false
+        this.flushTxCredit()
+      })
+    }
   }
 
   private flushTxCredit(): void {
@@ -302,7 +384,9 @@ export class ChassisCore {
       case 'close': {
         const c = this.conns.get(Number(cmd.handle))
         if (!c) return { ok: true }
-        this.closeConn(c, false)
+        // Held records go first: the close waits until they are released (or dropped at a takeover).
+        if (c.held.length) c.closeAfterHeld = true
+        else this.closeConn(c, false)
         return { ok: true }
       }
       case 'prl': {
@@ -370,6 +454,10 @@ export class ChassisCore {
       replicateOnAccept: false,
       listen: 0,
       txSeq: 0,
+      lastSeq: 0,
+      releasedSeq: 0,
+      held: new RecordQueue(),
+      closeAfterHeld: false,
       txOutstanding: 0,
       mode: 'primary',
       q: [],
@@ -530,7 +618,9 @@ export class ChassisCore {
   promoteInfo(): { sockets: Record<number, { txSeq: number; txCredit: number }> } {
     const sockets: Record<number, { txSeq: number; txCredit: number }> = {}
     for (const c of this.conns.values()) {
-      sockets[c.handle] = { txSeq: c.txSeq, txCredit: c.transport ? this.limits.txWindowBytes - c.txOutstanding : 0 }
+      // Held records count: the new primary resumes after the last record the chassis has (it
+      // releases or drops the held ones with its RESUME).
+      sockets[c.handle] = { txSeq: c.lastSeq, txCredit: c.transport ? this.limits.txWindowBytes - c.txOutstanding : 0 }
     }
     this.txCreditDue.clear()
     return { sockets }
@@ -583,7 +673,7 @@ export class ChassisCore {
     const fresh = this.acceptedInPromotion.splice(0)
     for (const c of [...this.conns.values()]) {
       if (!keep.has(c.handle) && (before === null || before.has(c.handle))) {
-        if (c.listen !== 0 && c.txSeq === 0 && c.priIdx === 0 && c.mode !== 'both') {
+        if (c.listen !== 0 && c.lastSeq === 0 && c.priIdx === 0 && c.mode !== 'both') {
           c.mode = 'primary'
           c.priOut = 0
           c.announced = false
@@ -621,6 +711,9 @@ export class ChassisCore {
         kind: c.kind,
         mode: c.mode,
         txSeq: c.txSeq,
+        lastSeq: c.lastSeq,
+        heldRecords: c.held.length,
+        heldBytes: c.held.bytes,
         txOutstanding: c.txOutstanding,
         rxQueuedBytes: c.qBytes,
         paused: c.paused,

@@ -287,6 +287,26 @@ export class Ring {
    * `bytes` where the payload goes, or RingResult.FULL / RingResult.CLOSED. Follow with commit().
    * A second reserve() before commit() replaces the first reservation.
    */
+  /**
+   * True when reserve(len) would succeed now. On false it counts as a FULL reserve (writable()
+   * waits for the consumer), so a caller can check two rings before writing to either.
+   */
+  canReserve(len: number): boolean {
+    if (this.ctl[CLOSED] !== 0) return false
+    const rec = PREFIX_BYTES + ((len + 7) & ~7)
+    const pos = this.tail & this.mask
+    const contig = this.capacity - pos
+    const need = rec <= contig ? rec : contig + rec
+    if (((this.tail - this.cachedHead) | 0) + need <= this.capacity) return true
+    this.cachedHead = Atomics.load(this.ctl, HEAD)
+    if (((this.tail - this.cachedHead) | 0) + need <= this.capacity) return true
+    this.flush()
+    this.fullPending = true
+    this.headAtFull = this.cachedHead
+    Atomics.add(this.ctl, C_FULL, 1)
+    return false
+  }
+
   reserve(len: number): number {
     if (!(len >= 0 && len <= this.maxFrameBytes) || len !== (len | 0)) {
       if (len > this.maxFrameBytes) {

@@ -39,7 +39,7 @@ export const MsgType = {
   REPLICATE: 1, // primary -> secondary: one record the primary app wrote (UDP: address prefix)
   ACK: 2, // secondary -> primary: cumulative ack in `ack`, window in `credit`
   FLOWCTL: 3, // secondary -> primary: window update in `credit`
-  TXDONE: 4, // primary -> secondary: records up to `ack` reached the transport
+  TXDONE: 4, // primary -> secondary: records up to `ack` reached the chassis (it keeps them from now on)
   INIT_PARAMS: 5, // primary -> secondary: socket parameters (msgpackr payload)
   INIT_RCVDATA: 6, // primary -> secondary: pre-existing receive data
   INIT_SNDDATA: 7, // primary -> secondary: pre-existing send data (records not yet transmitted)
@@ -59,6 +59,7 @@ export const MsgType = {
   EVENT: 37, // chassis -> RE: socket event or reply (msgpackr payload), request id in `ack`
   KSYNC: 38, // RE -> chassis: KSync request batch (msgpackr payload)
   KSYNC_ACK: 39, // chassis -> RE: KSync replies (msgpackr payload)
+  TX_RELEASE: 40, // RE -> chassis: held records up to `seq` may reach the transport (RESUME: drop the rest)
 } as const
 export type MsgType = (typeof MsgType)[keyof typeof MsgType]
 
@@ -72,8 +73,10 @@ export const Flag = {
   FIN: 0x0008, // end of stream (RX: peer closed; TX: close after this)
   RST: 0x0010, // connection reset / error
   DATAGRAM: 0x0020, // payload starts with an encoded address (UDP)
+  HELD: 0x0040, // TX: the chassis keeps the record until a TX_RELEASE covers it
+  RESUME: 0x0080, // TX_RELEASE from a new primary: held records after `seq` are dropped
 } as const
-const knownFlags = 0x003f
+const knownFlags = 0x00ff
 
 /** Why a header was rejected. */
 export const Reject = {
@@ -103,8 +106,26 @@ export function emptyHeader(): Header {
 
 /** Header checksum: FNV-1a over the seven 32-bit words before it, then a final avalanche. */
 export function headerChecksum(dv: DataView, off: number): number {
-  let h = 0x811c9dc5
-  for (let i = 0; i < 28; i += 4) h = Math.imul(h ^ dv.getUint32(off + i, true), 0x01000193)
+  return checksumWords(
+    dv.getUint32(off, true),
+    dv.getUint32(off + 4, true),
+    dv.getUint32(off + 8, true),
+    dv.getUint32(off + 12, true),
+    dv.getUint32(off + 16, true),
+    dv.getUint32(off + 20, true),
+    dv.getUint32(off + 24, true),
+  )
+}
+
+/** The checksum of the seven header words given as values (encode and decode need no re-read). */
+function checksumWords(w0: number, w1: number, w2: number, w3: number, w4: number, w5: number, w6: number): number {
+  let h = Math.imul(0x811c9dc5 ^ w0, 0x01000193)
+  h = Math.imul(h ^ w1, 0x01000193)
+  h = Math.imul(h ^ w2, 0x01000193)
+  h = Math.imul(h ^ w3, 0x01000193)
+  h = Math.imul(h ^ w4, 0x01000193)
+  h = Math.imul(h ^ w5, 0x01000193)
+  h = Math.imul(h ^ w6, 0x01000193)
   h ^= h >>> 16
   h = Math.imul(h, 0x85ebca6b)
   h ^= h >>> 13
@@ -123,16 +144,47 @@ export function encodeHeader(
   credit: number,
   length: number,
 ): void {
-  dv.setUint8(off + Off.version, HEADER_VERSION)
-  dv.setUint8(off + Off.type, type)
-  dv.setUint16(off + Off.flags, flags, true)
+  // Word 0 holds version, type and flags (little-endian); the checksum is computed from the values.
+  const w0 = (HEADER_VERSION | ((type & 0xff) << 8) | ((flags & 0xffff) << 16)) >>> 0
+  dv.setUint32(off, w0, true)
   dv.setUint32(off + Off.handle, handle >>> 0, true)
   dv.setUint32(off + Off.seq, seq >>> 0, true)
   dv.setUint32(off + Off.ack, ack >>> 0, true)
   dv.setUint32(off + Off.credit, credit >>> 0, true)
   dv.setUint32(off + Off.length, length >>> 0, true)
   dv.setUint32(off + Off.reserved, 0, true)
-  dv.setUint32(off + Off.checksum, headerChecksum(dv, off), true)
+  dv.setUint32(off + Off.checksum, checksumWords(w0, handle >>> 0, seq >>> 0, ack >>> 0, credit >>> 0, length >>> 0, 0), true)
+}
+
+/**
+ * validate() and decodeHeader() in one pass, each word read once: fills `into` and returns null,
+ * or returns the reason the header is rejected (then `into` is unspecified).
+ */
+export function readHeader(dv: DataView, off: number, available: number, maxPayload: number, into: Header): Reject | null {
+  if (available < HEADER_BYTES || off < 0 || off + HEADER_BYTES > dv.byteLength) return Reject.TRUNCATED
+  const w0 = dv.getUint32(off, true)
+  const handle = dv.getUint32(off + 4, true)
+  const seq = dv.getUint32(off + 8, true)
+  const ack = dv.getUint32(off + 12, true)
+  const credit = dv.getUint32(off + 16, true)
+  const length = dv.getUint32(off + 20, true)
+  const reserved = dv.getUint32(off + 24, true)
+  if ((w0 & 0xff) !== HEADER_VERSION) return Reject.VERSION
+  if (dv.getUint32(off + Off.checksum, true) !== checksumWords(w0, handle, seq, ack, credit, length, reserved)) return Reject.CHECKSUM
+  const type = (w0 >>> 8) & 0xff
+  const flags = w0 >>> 16
+  if (knownTypes[type] !== 1) return Reject.TYPE
+  if ((flags & ~knownFlags) !== 0) return Reject.FLAGS
+  if (reserved !== 0) return Reject.RESERVED
+  if (length > maxPayload || HEADER_BYTES + length > available) return Reject.LENGTH
+  into.type = type
+  into.flags = flags
+  into.handle = handle
+  into.seq = seq
+  into.ack = ack
+  into.credit = credit
+  into.length = length
+  return null
 }
 
 /**

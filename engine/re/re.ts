@@ -82,6 +82,8 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   readonly sockets = new Map<number, Socket>()
   readonly pairs = new Map<number, SnoopPair>()
   private peerSink: FrameSink | null = null
+  /** TX_CREDIT that reached this RE between the chassis's beginPromotion and promote() (per handle). */
+  private readonly earlyTxCredit = new Map<number, number>()
   private chassis: FrameSink
   private nextReq = 1
   private pending = new Map<number, Pending>()
@@ -113,6 +115,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     peerMessages: 0,
     chassisMessages: 0,
     acksSent: 0,
+    releasesSent: 0,
     flowctlSent: 0,
     keepalivesSent: 0,
     keepalivesHeard: 0,
@@ -206,9 +209,31 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
 
   // ---- SocketHost ------------------------------------------------------------------------------
 
-  transmit(sock: Socket, rec: QueuedRecord): boolean {
-    const flags = sock.kind === 'udp' && rec.addr ? Flag.DATAGRAM : 0
-    return this.chassis.send(MsgType.TX, flags, sock.handle, rec.seq, 0, 0, rec.data, flags ? rec.addr : null)
+  transmit(sock: Socket, seq: number, data: Uint8Array, addr: Addr | null, held: boolean): boolean {
+    const flags = (sock.kind === 'udp' && addr ? Flag.DATAGRAM : 0) | (held ? Flag.HELD : 0)
+    return this.chassis.send(MsgType.TX, flags, sock.handle, seq, 0, 0, data, flags & Flag.DATAGRAM ? addr : null)
+  }
+
+  /**
+   * After a takeover: tells the chassis this socket's history ends at sock.txSeq (held records up
+   * to there go out, the rest are dropped). Nothing leaves the socket before that is on the link.
+   */
+  private sendResume(sock: Socket): void {
+    if (this.chassis.send(MsgType.TX_RELEASE, Flag.RESUME, sock.handle, sock.txSeq, 0, 0, null)) {
+      sock.txBlocked = false
+      return
+    }
+    sock.txBlocked = true
+    this.chassis.whenRoom(() => {
+      this.sendResume(sock)
+      sock.pump()
+    })
+  }
+
+  /** Replication is off on `sock`: every record the chassis holds for it may go (retried until sent). */
+  releaseHeld(sock: Socket): void {
+    if (this.role !== 'primary') return
+    if (!this.chassis.send(MsgType.TX_RELEASE, 0, sock.handle, sock.txSeq, 0, 0, null)) this.chassis.whenRoom(() => this.releaseHeld(sock))
   }
 
   retryTransmit(sock: Socket): void {
@@ -351,9 +376,16 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     }
   }
 
-  /** End of one drained batch of KKCM messages: coalesced acks go out now. */
+  /**
+   * End of one drained batch of KKCM messages: the application hears of the records replicated in
+   * it (one 'readable' per pair and batch, not per record), then coalesced acks go out, carrying
+   * the room its reads freed.
+   */
   onPeerBatchEnd(): void {
-    for (const pair of this.acksDue) this.sendAck(pair)
+    for (const pair of this.acksDue) {
+      if (this.pairs.get(pair.handle) === pair) pair.send.flushReadable()
+    }
+    for (const pair of this.acksDue) if (pair.ackDue) this.sendAck(pair)
     this.acksDue.clear()
     this.peerSink?.flush()
   }
@@ -364,7 +396,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       case MsgType.FLOWCTL: {
         const sr = this.srOf(h.handle)
         if (!sr) return this.reject('ack-unknown-handle')
-        const why = sr.onAck(h.ack, h.credit, (h.flags & Flag.CONGESTED) !== 0)
+        const why = sr.onAck(h.ack, h.seq, h.credit, (h.flags & Flag.CONGESTED) !== 0)
         if (why) this.reject(why)
         return
       }
@@ -408,7 +440,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         this.heldBytes += pair.heldBytes() - before
         this.updateCongestion()
         if (pair.ackNow) this.sendAck(pair)
-        else this.acksDue.add(pair)
+        this.acksDue.add(pair)
         return
       }
       case MsgType.TXDONE: {
@@ -548,12 +580,33 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     if (!this.peerSink || !pair.functional) return
     const credit = pair.window()
     const flags = this.congested ? Flag.CONGESTED : 0
-    if (this.peerSink.send(MsgType.ACK, flags, pair.handle, pair.seq, pair.seq, credit, null)) {
+    const offset = pair.send.offset % 4294967296
+    if (this.peerSink.send(MsgType.ACK, flags, pair.handle, offset, pair.seq, credit, null)) {
       pair.ack = pair.seq
+      pair.ackOffset = offset
       pair.lastCredit = credit
       pair.ackDue = false
       this.counters.acksSent++
+      this.sendRelease(pair)
     } else this.peerSink.whenRoom(() => this.sendAck(pair))
+  }
+
+  /**
+   * The chassis may send what this RE acknowledged: told here directly, not through the primary,
+   * so the release skips a thread. Owed until sent (a full link retries with the latest ack).
+   */
+  private sendRelease(pair: SnoopPair): void {
+    if (this.pairs.get(pair.handle) !== pair || !seqLt(pair.released, pair.ack)) return
+    if (this.chassis.send(MsgType.TX_RELEASE, 0, pair.handle, pair.ack, 0, 0, null)) {
+      pair.released = pair.ack
+      this.counters.releasesSent++
+    } else if (!pair.releaseWaiting) {
+      pair.releaseWaiting = true
+      this.chassis.whenRoom(() => {
+        pair.releaseWaiting = false
+        this.sendRelease(pair)
+      })
+    }
   }
 
   /** After the app read snoop data or records were trimmed: advertise a window that grew a lot. */
@@ -562,7 +615,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     const w = pair.window()
     if (w - pair.lastCredit < this.snoopBufBytes / 8 && !(pair.lastCredit < this.limits.maxRecordBytes && w >= this.limits.maxRecordBytes)) return
     const flags = this.congested ? Flag.CONGESTED : 0
-    if (this.peerSink.send(MsgType.FLOWCTL, flags, pair.handle, pair.seq, pair.ack, w, null)) {
+    if (this.peerSink.send(MsgType.FLOWCTL, flags, pair.handle, pair.ackOffset, pair.ack, w, null)) {
       pair.lastCredit = w
       this.counters.flowctlSent++
     }
@@ -624,6 +677,12 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         case MsgType.TX_CREDIT: {
           const sock = this.sockets.get(h.handle)
           if (sock) sock.addTxCredit(h.credit)
+          else if (this.role === 'secondary' && this.pairs.has(h.handle)) {
+            // Transport credit goes only to the primary: a secondary gets it once the chassis has
+            // begun promoting it, before promote() runs here. It belongs to the socket it will merge
+            // (dropping it leaked the window: a stall after the takeover).
+            this.earlyTxCredit.set(h.handle, (this.earlyTxCredit.get(h.handle) ?? 0) + h.credit)
+          }
           return
         }
         case MsgType.EVENT:
@@ -873,28 +932,31 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         this.counters.lostAtTakeover++
         continue
       }
+      // `txSeq` from the chassis: the last record it has (held or sent). This RE's history ends at
+      // pair.seq. It resumes after the smaller one: the chassis drops held records it never saw
+      // (the old primary died between their TX and REPLICATE), and it resends what the chassis
+      // lacks (pre-existing records it got in the handshake).
       const t = info.sockets[pair.handle] ?? { txSeq: pair.txDoneSeq, txCredit: 0 }
       const sock = new Socket(this, pair.handle, p.kind, this.limits, p.local, p.remote)
       sock.parent = p.parent
-      sock.txCredit = t.txCredit
+      sock.txCredit = t.txCredit + (this.earlyTxCredit.get(pair.handle) ?? 0)
       sock.sndSeq = pair.seq
       sock.sndOffset = pair.send.offset
-      if (seqLt(pair.seq, t.txSeq)) {
-        // The transport took a record the secondary never saw: cannot happen if invariant 1 held.
-        this.counters.resumeGaps++
-        sock.sndSeq = t.txSeq
-      }
-      if (seqLt(t.txSeq, pair.txDoneSeq)) {
+      let resume = seqLt(pair.seq, t.txSeq) ? pair.seq : t.txSeq
+      if (seqLt(resume, pair.txDoneSeq)) {
+        // The chassis lacks a record this RE was told it had: cannot happen if commit order held.
         this.counters.resumeGaps++
         this.emit('resume-gap', { handle: pair.handle, chassisTxSeq: t.txSeq, txDoneSeq: pair.txDoneSeq, seq: pair.seq })
+        resume = pair.txDoneSeq
       }
-      sock.txSeq = seqLt(t.txSeq, pair.txDoneSeq) ? pair.txDoneSeq : t.txSeq
-      // The live socket adopts the snoop queues as they are (no per-record copy): what the
-      // transport already took is dropped from the front, the rest is resent.
+      sock.txSeq = resume
+      // The live socket adopts the snoop queues as they are (no per-record copy): what the chassis
+      // has is dropped from the front, the rest is resent.
       const retained = pair.retained
-      while (retained.length && seqLe(retained.peek()!.seq, sock.txSeq)) retained.shift()
+      while (retained.length && seqLe(retained.peek()!.seq, resume)) retained.shift()
       sock.snd = retained
       this.counters.resentAfterTakeover += retained.length
+      this.sendResume(sock)
       sock.rcv = pair.recv.queue
       // Pre-existing data never charged to this RE: the chassis charges it now (promoted()), and
       // the live socket credits every byte it reads.
@@ -912,6 +974,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       sock.pump()
       this.chassis.flush()
     }
+    this.earlyTxCredit.clear()
     this.heldBytes = 0
     this.congested = false
     const tMerged = this.clock.now()

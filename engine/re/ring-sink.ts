@@ -35,6 +35,12 @@ export class RingSink implements FrameSink {
     return true
   }
 
+  room(payloadBytes: number): boolean {
+    if (this.ring.canReserve(HEADER_BYTES + payloadBytes)) return true
+    this.full++
+    return false
+  }
+
   whenRoom(cb: () => void): void {
     this.waiters.push(cb)
     if (this.waiting) return

@@ -22,6 +22,11 @@ export interface FrameSink {
     data: Uint8Array | null,
     addr?: Addr | null,
   ): boolean
+  /**
+   * True when a frame carrying `payloadBytes` (see framePayloadBytes) would be accepted now; after
+   * false, whenRoom() waits for room as after a refused send.
+   */
+  room(payloadBytes: number): boolean
   /** Calls `cb` once, soon after room may have appeared. */
   whenRoom(cb: () => void): void
   /** Makes everything sent so far visible to the reader (a no-op where sends publish at once). */

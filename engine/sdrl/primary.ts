@@ -13,24 +13,35 @@
 // Writes fail with EAGAIN from getHandle until functional. Once non-functional, records flow to the
 // transport without waiting for acks (invariant 6: losing the secondary never stops the primary).
 //
+// The release point (where a record waits for its ack): the chassis, not this RE. Each record goes
+// to the chassis flagged HELD and right after that, in commit order, to the secondary as REPLICATE;
+// the secondary's cumulative ack goes to the chassis too (TX_RELEASE), which then hands the records
+// to the transport. So a record is copied once per link and never into a send buffer while the
+// links have room, an ack costs this RE no per-record work, and the ack path skips a thread. The
+// chassis has every record the secondary has, so REPLICATE's `ack` field (the last record the
+// chassis has) lets the secondary drop its copy at once; after a takeover the new primary tells
+// the chassis where its history ends, and held records beyond it are dropped (core.ts). When
+// replication fails or is torn down, a TX_RELEASE from here lets every held record go.
+//
 // Acks (the seed leaves cumulative acking open; the rule here): the secondary acks cumulatively
 // (highest in-order seq) once per drained batch per socket, and at once for a REPLICATE flagged
 // ACK_REQUIRED; the primary flags ACK_REQUIRED when its unacked bytes pass half the send buffer
 // or half the advertised window, with at most one such record outstanding, so a filling buffer
 // never waits for a batch to end and acks stay one per batch or round trip, not one per record.
 //
-// Flow control (seed 7.5 left it TBD; the rule here): every ACK and FLOWCTL carries `ack` and
-// `credit`, the bytes the secondary can still hold for this socket counting everything up to
-// `ack`. The primary's usable window is credit minus the bytes of records written after `ack`, and
-// write() admits a record only if it fits both that window and the primary's own send buffer.
+// Flow control (seed 7.5 left it TBD; the rule here): every ACK and FLOWCTL carries `ack`, the
+// stream offset just after record `ack` (in `seq`, modulo 2^32), and `credit`, the bytes the
+// secondary can still hold for this socket counting everything up to `ack`. The primary's usable
+// window is credit minus the bytes written after that offset, and write() admits a record only if
+// it fits both that window and the primary's own send buffer.
 // A CONGESTED flag (the secondary RE is over its memory budget) turns EAGAIN into ENOBUFS.
 
 import { NsrError, refusal } from '../errors.ts'
 import { Timer, type Clock } from '../clock.ts'
 import { Flag, MsgType, seqAdd, seqDiff, seqLe, seqLt } from '../protocol/header.ts'
-import type { FrameSink } from '../re/sink.ts'
-import type { QueuedRecord } from '../socket/records.ts'
-import type { SendGate, Socket } from '../socket/socket.ts'
+import { framePayloadBytes, type FrameSink } from '../re/sink.ts'
+import type { Addr, QueuedRecord } from '../socket/records.ts'
+import { TxMode, type SendGate, type Socket } from '../socket/socket.ts'
 import { InitStep, SR, SRI } from './flags.ts'
 
 export interface PrimaryHost {
@@ -44,12 +55,15 @@ export interface PrimaryHost {
   replicationChanged(sock: Socket, functional: boolean, reason: string): void
   /** Tells the chassis to hold, release or stop fanning out received data for this socket. */
   prl(sock: Socket, op: 'hold' | 'release' | 'off'): void
+  /** Tells the chassis that every record it holds on this socket may reach the transport. */
+  releaseHeld(sock: Socket): void
   readonly counters: { rejected: number; ackTimeouts: number; initRetries: number }
 }
 
 type Step = () => boolean
 
 const ACK_RTT_SAMPLE_EVERY = 64 // a power of two
+const U32 = 4294967296
 const ACK_RTT_SAMPLES = 1024
 
 export class SrPrimary implements SendGate {
@@ -61,7 +75,10 @@ export class SrPrimary implements SendGate {
   ack: number
   credit = 0
   congested = false
-  private unackedBytes = 0 // bytes of records in (ack, sndSeq]
+  /** Stream offset just after record `ack`, modulo 2^32 (from the secondary's ACK / FLOWCTL). */
+  private ackOffset = 0
+  /** The last record the secondary was told the chassis has (REPLICATE's ack field, TXDONE). */
+  private txDoneSent = 0
   private readonly sock: Socket
   private readonly host: PrimaryHost
   private readonly ackTimer: Timer
@@ -106,9 +123,16 @@ export class SrPrimary implements SendGate {
     return (this.state & SR.SR_INIT_PRIMARY) !== 0
   }
 
+  /** Bytes of records accepted after `ack` (0 unless functional). */
+  unackedBytes(): number {
+    if (!this.functional) return 0
+    const d = ((this.sock.sndOffset % U32) - this.ackOffset) % U32
+    return d < 0 ? d + U32 : d
+  }
+
   /** Bytes the secondary can still take after everything written so far. */
   window(): number {
-    return this.credit - this.unackedBytes
+    return this.credit - this.unackedBytes()
   }
 
   // ---- SendGate --------------------------------------------------------------------------------
@@ -123,89 +147,142 @@ export class SrPrimary implements SendGate {
     }
   }
 
-  accepted(rec: QueuedRecord): void {
-    if (!this.functional) return
-    this.unackedBytes += rec.data.length
-    this.replicateMore()
-  }
-
-  releasable(): number | null {
-    // Hold everything while the handshake snapshots, and while the secondary is not yet told that
+  txMode(): TxMode {
+    // Nothing leaves while the handshake snapshots, nor while the secondary is not yet told that
     // replication stopped (it would otherwise take over with a pair that misses these records).
-    if (this.initializing || this.stopOwed) return this.sock.txSeq
-    return this.functional ? this.ack : null
+    if (this.initializing || this.stopOwed) return TxMode.STOP
+    return this.functional ? TxMode.REPLICATED : TxMode.FREE
   }
 
-  transmitted(_txSeq: number): void {
-    if (!this.functional) return
+  /**
+   * Record `seq` to the chassis HELD, then to the secondary, both or neither: both links are
+   * checked before either is written. TX goes first so that the chassis has the record before
+   * the secondary could be told so (REPLICATE's ack field).
+   */
+  private lockstep(seq: number, data: Uint8Array, addr: Addr | null): boolean {
+    const sock = this.sock
+    if (data.length > sock.txCredit) return false
+    const peer = this.host.peer()
+    if (!peer) return false // the peer is gone: fail() follows and lets the records go
+    if (!peer.room(framePayloadBytes(data, sock.kind === 'udp' ? addr : null))) {
+      this.waitRoom()
+      return false
+    }
+    if (!sock.txOne(seq, data, addr, true)) return false
+    this.replicate(peer, seq, data, addr)
+    return true
+  }
+
+  sendNow(seq: number, data: Uint8Array, addr: Addr | null): boolean {
+    return this.seq === this.sock.txSeq && seq === seqAdd(this.seq, 1) && this.lockstep(seq, data, addr)
+  }
+
+  pump(): void {
+    const sock = this.sock
+    const snd = sock.snd
+    const peer = this.host.peer()
+    for (;;) {
+      // In lockstep while both links and the transport credit allow: the common case.
+      while (this.seq === sock.txSeq && snd.length) {
+        const rec = snd.peek()!
+        if (!this.lockstep(rec.seq, rec.data, rec.addr)) break
+        snd.shift()
+      }
+      // Short of transport credit (a slow peer) or of room towards the chassis: replication runs
+      // ahead, and the secondary keeps these records (REPLICATE's ack field says the chassis lacks them).
+      while (peer && seqLt(this.seq, sock.sndSeq)) {
+        const rec = snd.at(seqDiff(this.seq, sock.txSeq))!
+        if (!peer.room(framePayloadBytes(rec.data, sock.kind === 'udp' ? rec.addr : null))) {
+          this.waitRoom()
+          break
+        }
+        this.replicate(peer, rec.seq, rec.data, rec.addr)
+      }
+      // Catching up: records replicated ahead go to the chassis, held unless already acked.
+      let caughtUp = false
+      while (seqLt(sock.txSeq, this.seq)) {
+        const rec = snd.peek()!
+        if (!sock.txOne(rec.seq, rec.data, rec.addr, seqLt(this.ack, rec.seq))) break
+        snd.shift()
+        caughtUp = true
+      }
+      if (!caughtUp || this.seq !== sock.txSeq || snd.length === 0) return
+    }
+  }
+
+  private replicate(peer: FrameSink, seq: number, data: Uint8Array, addr: Addr | null): void {
+    const sock = this.sock
+    let flags = addr && sock.kind === 'udp' ? Flag.DATAGRAM : 0
+    // At most one ACK_REQUIRED outstanding: one forced ack per round trip keeps a filling buffer
+    // moving, and the secondary's per-batch acks do the rest (flagging every record once past
+    // half the buffer made the secondary ack each record: 0.2x the unreplicated rate).
+    if (!this.ackRequiredPending) {
+      const unacked = this.unackedBytes()
+      if (unacked > sock.limits.sndbufBytes >>> 1 || unacked * 2 > this.credit) {
+        flags |= Flag.ACK_REQUIRED
+        this.ackRequiredPending = true
+        this.ackRequiredSeq = seq
+        this.stat.ackRequired++
+      }
+    }
+    // `ack`: the last record the chassis has, so the secondary keeps a copy only of those after it.
+    const txSeq = sock.txSeq
+    if (!peer.send(MsgType.REPLICATE, flags, this.handle, seq, txSeq, 0, data, flags & Flag.DATAGRAM ? addr : null)) {
+      throw new Error(`socket ${this.handle}: REPLICATE ${seq} refused after its room was checked`)
+    }
+    this.seq = seq
+    this.txDoneSent = txSeq
+    const st = this.stat
+    st.replicated++
+    st.bytesReplicated += data.length
+    if (this.rttSeq === 0 && (st.replicated & (ACK_RTT_SAMPLE_EVERY - 1)) === 0) {
+      this.rttSeq = seq
+      this.rttAt = this.host.clock.now()
+    }
+    if (!this.ackTimer.running) {
+      this.state |= SR.SR_ACK_PENDING
+      this.ackTimer.start(this.host.ackTimeoutMs)
+    }
+  }
+
+  settled(): boolean {
+    return !this.functional || this.ack === this.sock.sndSeq
+  }
+
+  transmitted(txSeq: number): void {
+    if (!this.functional || !seqLt(this.txDoneSent, txSeq)) return
     this.txDoneOwed = true
     this.sendTxDone()
   }
 
   /**
-   * Lets the secondary drop records that reached the transport (bounds its retained buffer). Owed
-   * until sent: a TXDONE lost to a full link would leave the secondary's window shut for good.
+   * Lets the secondary drop records the chassis has (pre-existing ones, sent to the chassis after
+   * the handshake; replicated ones say so in REPLICATE itself), which bounds its retained buffer.
+   * Owed until sent: a TXDONE lost to a full link would leave the secondary's window shut for good.
    */
   private sendTxDone(): void {
     if (!this.txDoneOwed || !this.functional) return
     const peer = this.host.peer()
     if (!peer) return
-    if (peer.send(MsgType.TXDONE, 0, this.handle, this.seq, this.sock.txSeq, 0, null)) this.txDoneOwed = false
-    else this.waitRoom()
+    const txSeq = this.sock.txSeq
+    if (peer.send(MsgType.TXDONE, 0, this.handle, this.seq, txSeq, 0, null)) {
+      this.txDoneOwed = false
+      this.txDoneSent = txSeq
+    } else this.waitRoom()
   }
 
-  // ---- record replication ----------------------------------------------------------------------
+  // ---- acks ------------------------------------------------------------------------------------
 
-  /** Sends REPLICATE for every accepted record not yet sent, while the KKCM has room. */
-  replicateMore(): void {
-    if (!this.functional) return
-    const peer = this.host.peer()
-    if (!peer) return
-    const sock = this.sock
-    const half = this.sock.limits.sndbufBytes >>> 1
-    while (seqLt(this.seq, sock.sndSeq)) {
-      const next = seqAdd(this.seq, 1)
-      const rec = sock.snd.at(seqDiff(next, sock.txSeq) - 1)
-      if (!rec || rec.seq !== next) throw new Error(`replication queue out of step on socket ${this.handle}`)
-      let flags = rec.addr && sock.kind === 'udp' ? Flag.DATAGRAM : 0
-      // At most one ACK_REQUIRED outstanding: one forced ack per round trip keeps a filling buffer
-      // moving, and the secondary's per-batch acks do the rest (flagging every record once past
-      // half the buffer made the secondary ack each record: 0.2x the unreplicated rate).
-      if ((this.unackedBytes > half || this.unackedBytes * 2 > this.credit) && !this.ackRequiredPending) {
-        flags |= Flag.ACK_REQUIRED
-        this.ackRequiredPending = true
-        this.ackRequiredSeq = next
-      }
-      if (!peer.send(MsgType.REPLICATE, flags, this.handle, next, sock.txSeq, 0, rec.data, flags & Flag.DATAGRAM ? rec.addr : null)) {
-        this.waitRoom()
-        break
-      }
-      if (flags & Flag.ACK_REQUIRED) this.stat.ackRequired++
-      this.seq = next
-      this.stat.replicated++
-      this.stat.bytesReplicated += rec.data.length
-      if (this.rttSeq === 0 && (this.stat.replicated & (ACK_RTT_SAMPLE_EVERY - 1)) === 0) {
-        this.rttSeq = next
-        this.rttAt = this.host.clock.now()
-      }
-      if (!this.ackTimer.running) {
-        this.state |= SR.SR_ACK_PENDING
-        this.ackTimer.start(this.host.ackTimeoutMs)
-      }
-    }
-  }
-
-  /** ACK or FLOWCTL from the secondary. Returns a reject reason or null. */
-  onAck(ack: number, credit: number, congested: boolean): string | null {
+  /** ACK or FLOWCTL from the secondary (`ackOffset`: stream offset after `ack`, mod 2^32). Returns a reject reason or null. */
+  onAck(ack: number, ackOffset: number, credit: number, congested: boolean): string | null {
     if (!this.functional) return 'not-functional'
     if (seqLt(this.seq, ack)) return 'ack-beyond-sent'
     if (seqLt(ack, this.ack)) return 'ack-regressed'
     const sock = this.sock
     if (ack !== this.ack) {
-      for (let s = seqAdd(this.ack, 1); seqLe(s, ack); s = seqAdd(s, 1)) {
-        const rec = sock.snd.at(seqDiff(s, sock.txSeq) - 1)
-        if (rec) this.unackedBytes -= rec.data.length
-      }
+      const unacked = ((sock.sndOffset % U32) - ackOffset) % U32
+      if ((unacked < 0 ? unacked + U32 : unacked) > this.unackedBytes()) return 'ack-offset-regressed'
+      this.ackOffset = ackOffset
       this.ack = ack
       if (this.ackRequiredPending && !seqLt(ack, this.ackRequiredSeq)) this.ackRequiredPending = false
       this.stat.acks++
@@ -218,7 +295,6 @@ export class SrPrimary implements SendGate {
     this.credit = credit
     this.congested = congested
     sock.pump()
-    this.replicateMore()
     return null
   }
 
@@ -329,7 +405,8 @@ export class SrPrimary implements SendGate {
     // Everything in the send buffer went over as pre-existing send data and was acked.
     this.seq = sock.sndSeq
     this.ack = sock.sndSeq
-    this.unackedBytes = 0
+    this.ackOffset = sock.sndOffset % U32
+    this.txDoneSent = sock.txSeq
     this.push(() => this.send(MsgType.FUNCTIONAL, 0, sock.sndSeq, null))
     this.host.prl(sock, 'release')
     this.host.replicationChanged(sock, true, 'functional')
@@ -353,9 +430,10 @@ export class SrPrimary implements SendGate {
     this.initState = 0
     this.ack = this.sock.sndSeq
     this.seq = this.sock.sndSeq
-    this.unackedBytes = 0
+    this.ackOffset = this.sock.sndOffset % U32
     const finish = (): void => {
       if (!this.initializing) this.host.prl(this.sock, 'off') // unless a new round already holds
+      this.host.releaseHeld(this.sock)
       this.sock.pump()
     }
     // The secondary must drop its pair (it misses what follows); after INIT_NAK it already did.
@@ -399,6 +477,7 @@ export class SrPrimary implements SendGate {
       this.sock.gate = null
       this.sock.sr = null
       this.host.prl(this.sock, 'off')
+      this.host.releaseHeld(this.sock)
       this.sock.pump()
     }
     if (tellPeer) this.stopPeer(finish)
@@ -447,7 +526,7 @@ export class SrPrimary implements SendGate {
       this.waitingRoom = false
       if (this.stopOwed) this.stopPeer(this.afterStop!)
       this.flushOutbox()
-      this.replicateMore()
+      this.sock.pump()
       this.sendTxDone()
     })
   }
@@ -460,7 +539,7 @@ export class SrPrimary implements SendGate {
       ack: this.ack,
       window: this.window(),
       congested: this.congested,
-      unackedBytes: this.unackedBytes,
+      unackedBytes: this.unackedBytes(),
       ...this.stat,
       ...this.ackRtt(),
     }

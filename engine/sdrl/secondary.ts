@@ -13,9 +13,10 @@
 //   SRI_DONE or FUNCTIONAL  --promotion (merge)-->        a live socket on the new primary
 // A message arriving in any other state is rejected with a reason and counted.
 //
-// Records the primary replicated are kept (`retained`) until the primary says they reached the
-// transport (TXDONE, or the ack field of a later REPLICATE): after a failover the new primary
-// resends exactly those the chassis never accepted. The window the secondary advertises is
+// Records are kept (`retained`) until the primary says the chassis has them (TXDONE, or the ack
+// field of a REPLICATE): after a failover the new primary resends exactly those the chassis lacks.
+// A replicated record reached the chassis before its REPLICATE was sent, so only pre-existing
+// records from the handshake are ever retained. The window the secondary advertises is
 // `snoopBufBytes` minus what it holds (retained plus unread), so its memory stays bounded.
 
 import { EventEmitter } from 'node:events'
@@ -56,6 +57,7 @@ export class SnoopSocket extends EventEmitter {
    */
   unchargedBytes = 0
   ended = false
+  private readablePending = false
   private readonly onRead: (bytes: number, charged: number) => void
 
   constructor(flags: number, onRead: (bytes: number, charged: number) => void) {
@@ -69,6 +71,20 @@ export class SnoopSocket extends EventEmitter {
     this.offset += data.length
     this.queue.pushOwned(seq, data, addr)
     this.emit('readable')
+  }
+
+  /** append() whose 'readable' waits for flushReadable() (once per batch of replicated records). */
+  appendQuiet(seq: number, data: Uint8Array, addr: Addr | null): void {
+    this.seq = seq
+    this.offset += data.length
+    this.queue.pushOwned(seq, data, addr)
+    this.readablePending = true
+  }
+
+  flushReadable(): void {
+    if (!this.readablePending) return
+    this.readablePending = false
+    if (this.queue.length) this.emit('readable')
   }
 
   /** Next record (send snoop) or received chunk (receive snoop); null when none is queued. */
@@ -106,6 +122,11 @@ export class SnoopPair extends EventEmitter {
   ackDue = false
   ackNow = false
   lastCredit = 0
+  /** Stream offset just after record `ack`, modulo 2^32 (sent with every ACK and FLOWCTL). */
+  ackOffset = 0
+  /** Last ack the chassis was told (TX_RELEASE), and whether a retry waits for room. */
+  released = 0
+  releaseWaiting = false
   readonly stat = { records: 0, bytes: 0, rxChunks: 0, rxBytes: 0, trimmed: 0 }
   private readonly snoopBufBytes: number
 
@@ -197,24 +218,36 @@ export class SnoopPair extends EventEmitter {
   replicate(seq: number, txDone: number, data: Uint8Array, addr: Addr | null, ackRequired: boolean): string | null {
     if (!this.functional) return 'replicate-not-functional'
     if (seq !== seqAdd(this.seq, 1)) return 'replicate-out-of-order'
-    this.appendRecord(seq, data, addr)
     this.trim(txDone)
+    if (seqLe(seq, txDone) && this.retained.length === 0) {
+      // The chassis already has it: no copy to keep for a takeover, only the snoop's.
+      this.seq = seq
+      this.txDoneSeq = seq
+      this.send.appendQuiet(seq, data, addr)
+      this.stat.records++
+      this.stat.bytes += data.length
+    } else {
+      this.appendRecord(seq, data, addr, true)
+      this.trim(txDone)
+    }
     this.ackDue = true
     if (ackRequired) this.ackNow = true
     return null
   }
 
-  private appendRecord(seq: number, data: Uint8Array, addr: Addr | null): void {
+  private appendRecord(seq: number, data: Uint8Array, addr: Addr | null, quiet = false): void {
     this.seq = seq
     this.retained.pushOwned(seq, data, addr)
-    this.send.append(seq, data, addr)
+    if (quiet) this.send.appendQuiet(seq, data, addr)
+    else this.send.append(seq, data, addr)
     this.stat.records++
     this.stat.bytes += data.length
   }
 
-  /** Records up to `txSeq` reached the transport: forget them. */
+  /** The chassis has records up to `txSeq`: forget them (only those this pair holds). */
   trim(txSeq: number): void {
-    if (seqLe(txSeq, this.txDoneSeq) || !seqLe(txSeq, this.seq)) return
+    if (!seqLe(txSeq, this.seq)) txSeq = this.seq
+    if (seqLe(txSeq, this.txDoneSeq)) return
     this.txDoneSeq = txSeq
     for (;;) {
       const rec = this.retained.peek()

@@ -1,19 +1,21 @@
 // Socket: a live socket inside an RE. It owns the send side (records accepted by write(), not
-// yet handed to the transport) and the receive side (bytes or datagrams the chassis delivered,
-// not yet read). When replicated, its `sr` extension (engine/sdrl/primary.ts) holds records back
-// from the transport until the secondary has acknowledged them.
+// yet handed to the chassis) and the receive side (bytes or datagrams the chassis delivered, not
+// yet read). When replicated, its `sr` extension (engine/sdrl/primary.ts) decides how records
+// leave (SendGate): normally each goes to the chassis flagged HELD and then to the secondary, and
+// the chassis keeps it from the transport until the secondary's ack releases it.
 //
 // Send-side cursors, all record sequence numbers on this socket (wrapping at 2^32):
-//   txSeq <= ackSeq <= sentSeq <= sndSeq
+//   ackSeq <= sentSeq <= sndSeq and txSeq <= sentSeq (while replication is functional)
 //   sndSeq  last record write() accepted
-//   sentSeq last record replicated to the secondary (== sndSeq when unreplicated)
-//   ackSeq  last record the secondary acknowledged (== sndSeq when unreplicated)
-//   txSeq   last record handed to the chassis transport
-// `snd` holds records txSeq+1 .. sndSeq, so record `s` sits at index s - txSeq - 1.
+//   sentSeq last record replicated to the secondary
+//   ackSeq  last record the secondary acknowledged
+//   txSeq   last record handed to the chassis (held there until released, when replicated)
+// `snd` holds records txSeq+1 .. sndSeq. A write() that finds `snd` empty and room everywhere
+// sends the record straight from the caller's buffer: it is never copied into the send buffer.
 
 import { EventEmitter } from 'node:events'
 import { NsrError, assert, refusal } from '../errors.ts'
-import { seqAdd, seqDiff, seqLe } from '../protocol/header.ts'
+import { seqAdd, seqLe } from '../protocol/header.ts'
 import { RecordQueue, type Addr, type QueuedRecord } from './records.ts'
 
 export type SocketKind = 'tcp' | 'udp' | 'listen'
@@ -38,8 +40,8 @@ export const defaultSocketLimits: SocketLimits = {
 
 /** What a socket needs from its RE: output to the chassis and to the replication layer. */
 export interface SocketHost {
-  /** Hands one record to the transport; false when the chassis link is full. */
-  transmit(sock: Socket, rec: QueuedRecord): boolean
+  /** Hands one record to the chassis (HELD: kept from the transport until released); false when the link is full. */
+  transmit(sock: Socket, seq: number, data: Uint8Array, addr: Addr | null, held: boolean): boolean
   /** Returns receive credit to the chassis after the application read `bytes`. */
   rxConsumed(sock: Socket, bytes: number): void
   /** Asks the chassis to close (FIN after the last record) the transport connection. */
@@ -54,16 +56,32 @@ export interface SocketHost {
   readonly frozen: boolean
 }
 
+/** How records leave a socket, as its replication extension says (SendGate.txMode). */
+export const TxMode = {
+  /** Straight to the transport: no replication, or it failed. */
+  FREE: 0,
+  /** Through the extension (sendNow, pump): replicated, and held at the chassis until acked. */
+  REPLICATED: 1,
+  /** Nothing leaves (the handshake snapshots the socket, or a teardown notice is owed). */
+  STOP: 2,
+} as const
+export type TxMode = (typeof TxMode)[keyof typeof TxMode]
+
 /** The primary-side replication extension's view from the socket (engine/sdrl/primary.ts). */
 export interface SendGate {
   /** Throws EAGAIN / ENOBUFS when replication state refuses a record of `len` bytes now. */
   admit(len: number): void
-  /** The record was accepted: replicate it. */
-  accepted(rec: QueuedRecord): void
-  /** Highest seq that may reach the transport (acked by the secondary), or null when no hold applies. */
-  releasable(): number | null
-  /** The transport took records up to `txSeq`. */
+  txMode(): TxMode
+  /** REPLICATED mode, nothing queued: sends record `seq` now from the caller's buffer, or returns false. */
+  sendNow(seq: number, data: Uint8Array, addr: Addr | null): boolean
+  /** REPLICATED mode: replicates and hands to the chassis what `snd` holds, as the links allow. */
+  pump(): void
+  /** The chassis has records up to `txSeq`. */
   transmitted(txSeq: number): void
+  /** False while records wait for the secondary's ack (a close waits for them). */
+  settled(): boolean
+  /** Bytes of records accepted after the last acked one (held at the chassis or still queued here). */
+  unackedBytes(): number
 }
 
 export interface RecordView {
@@ -97,6 +115,8 @@ export class Socket extends EventEmitter {
   private readonly host: SocketHost
   /** Set while replication holds records back (primary SDRL). */
   gate: SendGate | null = null
+  /** Set by a takeover until the chassis has heard where this socket resumes: nothing leaves. */
+  txBlocked = false
   /** Replication extension (engine/sdrl/primary.ts), null when never replicated. */
   sr: unknown = null
   /** Listen socket this connection was accepted on, 0 if none. */
@@ -129,9 +149,19 @@ export class Socket extends EventEmitter {
     this.host.unreplicate(this)
   }
 
-  /** Free send space in bytes (own sockbuf only). */
+  /**
+   * Bytes the send sockbuf holds: records not yet handed to the chassis, and, when replicated,
+   * records the chassis holds for the secondary's ack (the replication sockbuf). Both sets end at
+   * sndSeq, so their union is the larger of the two.
+   */
+  sendBufBytes(): number {
+    const unacked = this.gate ? this.gate.unackedBytes() : 0
+    return unacked > this.snd.bytes ? unacked : this.snd.bytes
+  }
+
+  /** Free send space in bytes. */
   sendSpace(): number {
-    return this.limits.sndbufBytes - this.snd.bytes
+    return this.limits.sndbufBytes - this.sendBufBytes()
   }
 
   /**
@@ -154,7 +184,7 @@ export class Socket extends EventEmitter {
     }
     // After EMSGSIZE: a record that can never fit must not be retried after 'writable'.
     if (this.host.frozen) return this.refuse('EAGAIN', 'a switchover is under way')
-    if (this.snd.bytes + len > this.limits.sndbufBytes) return this.refuse('EAGAIN', `send buffer full (${this.snd.bytes}/${this.limits.sndbufBytes} bytes)`)
+    if (this.sendBufBytes() + len > this.limits.sndbufBytes) return this.refuse('EAGAIN', `send buffer full (${this.sendBufBytes()}/${this.limits.sndbufBytes} bytes)`)
     if (this.gate) {
       try {
         this.gate.admit(len)
@@ -167,37 +197,59 @@ export class Socket extends EventEmitter {
         throw err
       }
     }
-    this.sndSeq = seqAdd(this.sndSeq, 1)
+    const seq = (this.sndSeq = seqAdd(this.sndSeq, 1))
     this.sndOffset += len
-    const rec = this.snd.push(this.sndSeq, record, addr ?? (this.kind === 'udp' ? this.remote : null))
     this.counters.recordsWritten++
-    this.gate?.accepted(rec)
+    const to = addr ?? (this.kind === 'udp' ? this.remote : null)
+    // Fast path: nothing queued ahead, so the record leaves now, from the caller's buffer.
+    if (this.snd.length === 0 && !this.txBlocked) {
+      const gate = this.gate
+      const mode = gate ? gate.txMode() : TxMode.FREE
+      if (mode === TxMode.FREE ? this.txOne(seq, record, to, false) : mode === TxMode.REPLICATED && gate!.sendNow(seq, record, to)) {
+        gate?.transmitted(seq)
+        return seq
+      }
+    }
+    this.snd.push(seq, record, to)
     this.pump()
-    return this.sndSeq
+    return seq
   }
 
-  /** Hands releasable records to the transport while the chassis grants credit. */
+  /**
+   * Hands record `seq` (the one after txSeq) to the chassis, HELD or not. False when it has to
+   * wait: for transport credit, or for room on the link (a retry is registered).
+   */
+  txOne(seq: number, data: Uint8Array, addr: Addr | null, held: boolean): boolean {
+    if (data.length > this.txCredit) return false
+    if (!this.host.transmit(this, seq, data, addr, held)) {
+      this.host.retryTransmit(this)
+      return false
+    }
+    this.txCredit -= data.length
+    this.txSeq = seq
+    this.counters.recordsTransmitted++
+    return true
+  }
+
+  /** Hands queued records to the chassis (through the replication extension) while credit and the links allow. */
   pump(): void {
-    // releasable() null means no hold applies (replication off or failed): everything may go.
-    const limit = this.gate?.releasable() ?? this.sndSeq
     const start = this.txSeq
-    if (limit !== null) {
-      while (seqDiff(limit, this.txSeq) > 0) {
-        const rec = this.snd.peek()
-        assert(rec && rec.seq === seqAdd(this.txSeq, 1), 'send queue out of step with txSeq')
-        if (rec.data.length > this.txCredit) break
-        if (!this.host.transmit(this, rec)) {
-          this.host.retryTransmit(this)
-          break
+    if (!this.txBlocked) {
+      const gate = this.gate
+      const mode = gate ? gate.txMode() : TxMode.FREE
+      if (mode === TxMode.REPLICATED) gate!.pump()
+      else if (mode === TxMode.FREE) {
+        for (;;) {
+          const rec = this.snd.peek()
+          if (!rec) break
+          assert(rec.seq === seqAdd(this.txSeq, 1), 'send queue out of step with txSeq')
+          if (!this.txOne(rec.seq, rec.data, rec.addr, false)) break
+          this.snd.shift()
         }
-        this.txCredit -= rec.data.length
-        this.txSeq = rec.seq
-        this.snd.shift()
-        this.counters.recordsTransmitted++
       }
     }
     if (this.txSeq !== start) this.gate?.transmitted(this.txSeq)
-    if (this.state === 'closing' && this.snd.length === 0) this.finishClose()
+    if (this.state === 'closing' && this.snd.length === 0 && (!this.gate || this.gate.settled())) this.finishClose()
     this.maybeWritable()
   }
 

@@ -24,8 +24,9 @@ export function checkStep(w: World): void {
     if (sock.rcv.bytes > rxBound) w.violation(`socket ${sock.handle}: ${sock.rcv.bytes} unread bytes, window ${cfg.chassis.rxWindowBytes}`)
     const sr = sock.sr as SrPrimary | null
     if (sr?.functional) {
-      // Cursor order: txSeq <= ack <= seq <= sndSeq.
-      if (!seqLe(sock.txSeq, sr.ack) || !seqLe(sr.ack, sr.seq) || !seqLe(sr.seq, sock.sndSeq)) {
+      // Cursor order: ack <= seq <= sndSeq, txSeq <= seq (a record reaches the chassis no earlier
+      // than it is replicated, except in lockstep, TX first then REPLICATE at once).
+      if (!seqLe(sock.txSeq, sr.seq) || !seqLe(sr.ack, sr.seq) || !seqLe(sr.seq, sock.sndSeq)) {
         w.violation(`socket ${sock.handle}: cursors out of order tx ${sock.txSeq} ack ${sr.ack} seq ${sr.seq} snd ${sock.sndSeq}`)
       }
     }

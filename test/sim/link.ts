@@ -125,6 +125,13 @@ export class SimLink implements FrameSink {
     return true
   }
 
+  room(payloadBytes: number): boolean {
+    if (this.senderDead || this.receiverDead) return false
+    if (this.usedBytes + frameCost(HEADER_BYTES + payloadBytes) <= this.capacityBytes) return true
+    this.counters.full++
+    return false
+  }
+
   whenRoom(cb: () => void): void {
     this.roomWaiters.push(cb)
   }

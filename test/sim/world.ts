@@ -25,7 +25,7 @@
 import { ChassisCore } from '../../engine/chassis/core.ts'
 import { MemoryNetwork, type MemoryPeer, type MemoryUdp } from '../../engine/chassis/memory.ts'
 import { ManualClock } from '../../engine/clock.ts'
-import { MsgType, seqLe, type Header } from '../../engine/protocol/header.ts'
+import { Flag, MsgType, seqLe, type Header } from '../../engine/protocol/header.ts'
 import { InitStep } from '../../engine/sdrl/flags.ts'
 import type { SrPrimary } from '../../engine/sdrl/primary.ts'
 import type { Addr } from '../../engine/socket/records.ts'
@@ -64,6 +64,12 @@ export class World {
   private nextEpoch = 1
   /** Per handle: highest seq the current secondary acknowledged in this replication round. */
   private secAcked = new Map<number, number>()
+  /** Records the primary sent HELD, not yet seen at the transport ("handle:seq"). */
+  private held = new Set<string>()
+  /** Highest record the primary (or a new primary's RESUME) let go, per handle. */
+  private priReleased = new Map<number, number>()
+  /** Highest record a secondary holding it released (TX_RELEASE), per handle. */
+  private secReleased = new Map<number, number>()
   private secondaryDueAt = 0
   private pendingKill: string | null = null
   private switchover: { startedStep: number; quiesced: null | 'pending' | boolean } | null = null
@@ -155,6 +161,14 @@ export class World {
     const truth = this.truthByHandle.get(handle)
     if (!truth) return this.violation(`chassis transmitted on handle ${handle}, which no application socket owns`)
     if (seq !== truth.txNext) this.violation(`transport of peer ${truth.id}: record ${seq}, expected ${truth.txNext}`)
+    if (this.held.delete(`${handle}:${seq}`)) {
+      // Invariant 1: a held record reaches the transport only once acknowledged or let go.
+      const acked = this.secReleased.get(handle)
+      const released = this.priReleased.get(handle)
+      if (!(acked !== undefined && seqLe(seq, acked)) && !(released !== undefined && seqLe(seq, released))) {
+        this.violation(`invariant 1: held record ${seq} on handle ${handle} reached the transport, released by the secondary only up to ${acked ?? 'nothing'}`)
+      }
+    }
     const id = readRecord(data)
     if (typeof id === 'string') return this.violation(`transport of peer ${truth.id}: ${id}`)
     if (id.seq !== seq || id.handle !== handle) this.violation(`transport of peer ${truth.id}: TX seq ${seq} carries record (${id.handle},${id.seq})`)
@@ -200,19 +214,48 @@ export class World {
     return node
   }
 
-  /** Invariant 1: a record reaches the transport only after the secondary acknowledged it. */
+  /**
+   * Invariant 1, at the chassis link: while replication is functional a record goes to the chassis
+   * either HELD (then checked at the transport, onTransmit) or already acknowledged; the primary
+   * lets held records go only once replication is off (or as a new primary, up to its history);
+   * a secondary releases only records it holds.
+   */
   private onReToChassis(node: ReNode, h: Header): void {
+    if (h.type === MsgType.TX_RELEASE) return this.onRelease(node, h)
     if (h.type !== MsgType.TX) return
     if (node !== this.primary) return this.violation(`${node.id}, not the primary, sent TX on handle ${h.handle}`)
     const sock = node.re.sockets.get(h.handle)
     const sr = sock?.sr as SrPrimary | null | undefined
+    // A new primary may resend a record the old one sent held (the chassis dropped it at RESUME).
+    if (h.flags & Flag.HELD) this.held.add(`${h.handle}:${h.seq}`)
+    else this.held.delete(`${h.handle}:${h.seq}`)
+    if (!sr?.functional && !(h.flags & Flag.HELD)) {
+      // An unheld TX once replication is off lets every held record before it go (core.ts).
+      const prev = this.priReleased.get(h.handle)
+      if (prev === undefined || seqLe(prev, h.seq)) this.priReleased.set(h.handle, h.seq)
+    }
     if (!sr) return
     if (sr.initializing) this.violation(`TX of record ${h.seq} on handle ${h.handle} while its replication initializes`)
-    if (!sr.functional) return
+    if (!sr.functional || h.flags & Flag.HELD) return
     const acked = this.secAcked.get(h.handle)
     if (acked === undefined || !seqLe(h.seq, acked)) {
-      this.violation(`invariant 1: TX of record ${h.seq} on handle ${h.handle} while the secondary acknowledged only ${acked ?? 'nothing'}`)
+      this.violation(`invariant 1: unheld TX of record ${h.seq} on handle ${h.handle} while the secondary acknowledged only ${acked ?? 'nothing'}`)
     }
+  }
+
+  private onRelease(node: ReNode, h: Header): void {
+    if (node === this.primary) {
+      const sr = node.re.sockets.get(h.handle)?.sr as SrPrimary | null | undefined
+      if (sr?.functional && !(h.flags & Flag.RESUME)) this.violation(`primary released held records on handle ${h.handle} while its replication is functional`)
+      const prev = this.priReleased.get(h.handle)
+      if (prev === undefined || seqLe(prev, h.seq)) this.priReleased.set(h.handle, h.seq)
+      return
+    }
+    const pair = node.re.pairs.get(h.handle)
+    if (!pair || !seqLe(h.seq, pair.seq)) this.violation(`${node.id} released record ${h.seq} on handle ${h.handle} holding only up to ${pair?.seq ?? 'nothing'}`)
+    // Kept after that secondary dies: what it acknowledged was true when the chassis acted on it.
+    const prev = this.secReleased.get(h.handle)
+    if (prev === undefined || seqLe(prev, h.seq)) this.secReleased.set(h.handle, h.seq)
   }
 
   private onKkcmFromPrimary(h: Header): void {

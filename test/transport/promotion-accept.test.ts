@@ -29,6 +29,7 @@ function sink(): FrameSink & { frames: Frame[]; events: () => Record<string, unk
       frames.push({ type, flags, handle, ack, body: type === MsgType.EVENT && data ? (unpack(data) as Record<string, unknown>) : null })
       return true
     },
+    room: () => true,
     whenRoom: (cb) => queueMicrotask(cb),
     flush() {},
     events: () => frames.filter((f) => f.type === MsgType.EVENT).map((f) => f.body!),
