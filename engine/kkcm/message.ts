@@ -7,13 +7,11 @@ import { setImmediate } from 'node:timers'
 import { NsrError } from '../errors.ts'
 import {
   HEADER_BYTES,
-  Off,
   RejectCounters,
   Reject,
-  decodeHeader,
   emptyHeader,
   encodeHeader,
-  validate,
+  readHeader,
   type Header,
 } from '../protocol/header.ts'
 import { RingResult, type Ring } from './ring.ts'
@@ -131,16 +129,16 @@ export class MessageReader {
   }
 
   private readonly onFrame = (bytes: Uint8Array, offset: number, length: number): void => {
-    const dv = this.ring.view
-    let reason = validate(dv, offset, length, this.maxPayload)
-    if (reason === null && HEADER_BYTES + dv.getUint32(offset + Off.length, true) !== length) reason = Reject.LENGTH
+    const h = this.header
+    let reason = readHeader(this.ring.view, offset, length, this.maxPayload, h)
+    if (reason === null && HEADER_BYTES + h.length !== length) reason = Reject.LENGTH
     if (reason !== null) {
       this.rejects.count(reason)
       this.onReject?.(reason, bytes, offset, length)
       return
     }
     this.accepted++
-    this.onMessage(decodeHeader(dv, offset, this.header), bytes, offset + HEADER_BYTES)
+    this.onMessage(h, bytes, offset + HEADER_BYTES)
   }
 }
 

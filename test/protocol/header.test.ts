@@ -15,6 +15,7 @@ import {
   emptyHeader,
   encodeHeader,
   headerChecksum,
+  readHeader,
   seqAdd,
   seqDiff,
   seqLe,
@@ -61,6 +62,33 @@ describe('header codec', () => {
         },
       ),
       { seed, numRuns: 500 },
+    )
+  })
+
+  it('readHeader (the one-pass path of the reader) agrees with validate + decodeHeader on good and damaged headers', () => {
+    onTestFailed(() => console.error(`readHeader seed=${seed}`))
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...types),
+        fc.integer({ min: 0, max: 0xffff }),
+        fc.nat({ max: 0xffffffff }),
+        fc.nat({ max: 0xffffffff }),
+        fc.nat({ max: 300 }),
+        fc.nat({ max: HEADER_BYTES + 8 }), // byte to damage (past the header: none)
+        fc.integer({ min: 1, max: 255 }),
+        fc.boolean(), // reseal the checksum after the damage, to reach the later checks
+        fc.nat({ max: 340 }), // bytes the caller says are there
+        (type, flags, handle, seq, length, at, x, reseal_, available) => {
+          const dv = encode({ type, flags: flags & allFlags, handle, seq, ack: seq ^ handle, credit: length * 3, length }, 320)
+          if (at < HEADER_BYTES) dv.setUint8(at, dv.getUint8(at) ^ x)
+          if (reseal_) reseal(dv)
+          const into = emptyHeader()
+          const got = readHeader(dv, 0, available, 0x7fffffff, into)
+          expect(got).toBe(validate(dv, 0, available))
+          if (got === null) expect(into).toEqual(decodeHeader(dv, 0, emptyHeader()))
+        },
+      ),
+      { seed, numRuns: 2000 },
     )
   })
 
