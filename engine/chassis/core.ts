@@ -84,13 +84,16 @@ export interface Conn {
 export interface ChassisLimits {
   rxWindowBytes: number // per connection per RE: unread bytes an RE may hold
   rxQueueBytes: number // per connection: received bytes queued in the chassis before pausing the OS socket
-  txWindowBytes: number // per connection: bytes the primary may have in the transport at once
+  // per connection: bytes the primary may have in the chassis at once, held for the secondary's ack
+  // or in the transport; twice the default send buffer, so that a full buffer of unacked records
+  // leaves as much again for the transport (at 1 MiB, records queued in the primary, copied).
+  txWindowBytes: number
 }
 
 export const defaultChassisLimits: ChassisLimits = {
   rxWindowBytes: 256 * 1024,
   rxQueueBytes: 256 * 1024,
-  txWindowBytes: 1024 * 1024,
+  txWindowBytes: 2 * 1024 * 1024,
 }
 
 interface ReSlot {

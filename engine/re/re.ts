@@ -364,7 +364,6 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
 
   onPeerMessage(h: Header, bytes: Uint8Array, off: number): void {
     this.counters.peerMessages++
-    this.lastPeerHeard = this.clock.now()
     try {
       // Either role: liveness and the application's own messages.
       if (h.type === MsgType.KEEPALIVE) this.counters.keepalivesHeard++
@@ -382,6 +381,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
    * the room its reads freed.
    */
   onPeerBatchEnd(): void {
+    this.lastPeerHeard = this.clock.now() // liveness: once per batch, not per message
     for (const pair of this.acksDue) {
       if (this.pairs.get(pair.handle) === pair) pair.send.flushReadable()
     }

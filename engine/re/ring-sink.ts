@@ -82,20 +82,27 @@ export async function pumpRing(
   stop: () => boolean = () => false,
 ): Promise<MessageReader> {
   const reader = new MessageReader(ring, onMessage, { onReject: logReject })
-  let lastYield = performance.now()
+  // Start of the current run of back-to-back batches (-1: none). The clock is read once per
+  // non-empty batch, not per idle poll.
+  let busySince = -1
   for (;;) {
     if (stop()) return reader
     const n = reader.poll(READER_MAX_MESSAGES_PER_POLL)
-    if (n > 0) onBatchEnd()
-    // readable() resolves as a microtask while frames keep coming: give timers and I/O a turn
-    // after a full batch or after MACROTASK_YIELD_MS of back-to-back batches.
-    if (n === READER_MAX_MESSAGES_PER_POLL || performance.now() - lastYield > MACROTASK_YIELD_MS) {
-      await yieldToLoop()
-      lastYield = performance.now()
-      continue
+    if (n > 0) {
+      onBatchEnd()
+      // readable() resolves as a microtask while frames keep coming: give timers and I/O a turn
+      // after a full batch or after MACROTASK_YIELD_MS of back-to-back batches.
+      const now = performance.now()
+      if (busySince < 0) busySince = now
+      if (n === READER_MAX_MESSAGES_PER_POLL || now - busySince > MACROTASK_YIELD_MS) {
+        await yieldToLoop()
+        busySince = -1
+        continue
+      }
+    } else {
+      busySince = -1
+      if (ring.closed && ring.isEmpty()) return reader
     }
-    if (n === 0 && ring.closed && ring.isEmpty()) return reader
-    if (n === 0) lastYield = performance.now()
     await ring.readable()
   }
 }

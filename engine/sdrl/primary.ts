@@ -75,7 +75,7 @@ export class SrPrimary implements SendGate {
   ack: number
   credit = 0
   congested = false
-  /** Stream offset just after record `ack`, modulo 2^32 (from the secondary's ACK / FLOWCTL). */
+  /** Stream offset just after record `ack` (rebuilt in full from the 32 bits an ACK / FLOWCTL carries). */
   private ackOffset = 0
   /** The last record the secondary was told the chassis has (REPLICATE's ack field, TXDONE). */
   private txDoneSent = 0
@@ -126,8 +126,7 @@ export class SrPrimary implements SendGate {
   /** Bytes of records accepted after `ack` (0 unless functional). */
   unackedBytes(): number {
     if (!this.functional) return 0
-    const d = ((this.sock.sndOffset % U32) - this.ackOffset) % U32
-    return d < 0 ? d + U32 : d
+    return this.sock.sndOffset - this.ackOffset
   }
 
   /** Bytes the secondary can still take after everything written so far. */
@@ -280,9 +279,11 @@ export class SrPrimary implements SendGate {
     if (seqLt(ack, this.ack)) return 'ack-regressed'
     const sock = this.sock
     if (ack !== this.ack) {
-      const unacked = ((sock.sndOffset % U32) - ackOffset) % U32
-      if ((unacked < 0 ? unacked + U32 : unacked) > this.unackedBytes()) return 'ack-offset-regressed'
-      this.ackOffset = ackOffset
+      // The 32 bits carried place the offset within 4 GiB behind sndOffset (unacked bytes are far fewer).
+      let unacked = ((sock.sndOffset % U32) - ackOffset) % U32
+      if (unacked < 0) unacked += U32
+      if (unacked > this.unackedBytes()) return 'ack-offset-regressed'
+      this.ackOffset = sock.sndOffset - unacked
       this.ack = ack
       if (this.ackRequiredPending && !seqLt(ack, this.ackRequiredSeq)) this.ackRequiredPending = false
       this.stat.acks++
@@ -405,7 +406,7 @@ export class SrPrimary implements SendGate {
     // Everything in the send buffer went over as pre-existing send data and was acked.
     this.seq = sock.sndSeq
     this.ack = sock.sndSeq
-    this.ackOffset = sock.sndOffset % U32
+    this.ackOffset = sock.sndOffset
     this.txDoneSent = sock.txSeq
     this.push(() => this.send(MsgType.FUNCTIONAL, 0, sock.sndSeq, null))
     this.host.prl(sock, 'release')
@@ -430,7 +431,7 @@ export class SrPrimary implements SendGate {
     this.initState = 0
     this.ack = this.sock.sndSeq
     this.seq = this.sock.sndSeq
-    this.ackOffset = this.sock.sndOffset % U32
+    this.ackOffset = this.sock.sndOffset
     const finish = (): void => {
       if (!this.initializing) this.host.prl(this.sock, 'off') // unless a new round already holds
       this.host.releaseHeld(this.sock)

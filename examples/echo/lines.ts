@@ -35,7 +35,7 @@ export function reply(n: number, src: Uint8Array, from = 0, to = src.length, new
   const out = scratch
   for (let i = d - 1, v = n; i >= 0; i--, v = Math.floor(v / 10)) out[i] = 0x30 + (v % 10)
   out[d] = SPACE
-  if (body <= 256) for (let i = 0; i < body; i++) out[d + 1 + i] = src[from + i]
+  if (body <= 16) for (let i = 0; i < body; i++) out[d + 1 + i] = src[from + i]
   else out.set(src.subarray(from, to), d + 1)
   if (newline) out[len - 1] = NEWLINE
   return out.subarray(0, len)
