@@ -357,7 +357,9 @@ export class Chassis extends EventEmitter {
     const r = await next.api.promote(info)
     const tDone = performance.now()
     this.core.promoted(next.id, next.sink, r.adopted, r.lost, r.uncharged)
-    this.emit('takeover-trace', { drained, drainMs: tDrained - t0, callMs: tDone - tCall, inWorker: r, waitedMs: tCall - tDrained })
+    // deliveryMs: from the promote call to the worker starting it (its event loop's latency).
+    const deliveryMs = r.at - (performance.timeOrigin + tCall)
+    this.emit('takeover-trace', { firstTxMs: firstTx ? firstTx - t0 : -1, drained, drainMs: tDrained - t0, callMs: tDone - tCall, deliveryMs, inWorker: r, waitedMs: tCall - tDrained })
     this.primary = next
     this.core.onFirstTxAfterPromotion = null
     // Takeover: from the primary's death to the first record of the new primary reaching the

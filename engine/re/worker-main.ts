@@ -32,7 +32,7 @@ export interface ReWorkerData {
 
 export interface ReControl {
   started(): Promise<boolean>
-  promote(info: PromoteInfo): { adopted: number[]; lost: number[]; uncharged: Record<number, number>; ms: number; drainMs: number; drained: number; mergeMs: number; appMs: number }
+  promote(info: PromoteInfo): { adopted: number[]; lost: number[]; uncharged: Record<number, number>; at: number; ms: number; drainMs: number; drained: number; mergeMs: number; appMs: number }
   attachPeer(sab: SharedArrayBuffer, side: Side): void
   peerLost(reason: string): void
   quiesce(timeoutMs: number): Promise<boolean>
@@ -121,6 +121,7 @@ function runActive(wd: ReWorkerData): ReControl {
     started: () => started,
     promote(info) {
       const t0 = performance.now()
+      const at = performance.timeOrigin + t0 // wall time the call began here (the chassis compares)
       // Everything the old primary managed to put on the KKCM is valid: take it all first.
       let drained = 0
       if (peer) {
@@ -132,7 +133,7 @@ function runActive(wd: ReWorkerData): ReControl {
       // The new primary's KSync client re-syncs the chassis FIB under the audit begun for this failover.
       ksync.promoting((info as PromoteInfo & { ksync?: { epoch: number } }).ksync)
       const r = re.promote(info)
-      return { ...r, ms: performance.now() - t0, drainMs: t1 - t0, drained, mergeMs: re.lastPromoteTrace.mergeMs, appMs: re.lastPromoteTrace.appMs }
+      return { ...r, at, ms: performance.now() - t0, drainMs: t1 - t0, drained, mergeMs: re.lastPromoteTrace.mergeMs, appMs: re.lastPromoteTrace.appMs }
     },
     attachPeer: (sab, side) => startPeer(sab, side),
     peerLost(reason) {
