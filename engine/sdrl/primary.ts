@@ -163,11 +163,7 @@ export class SrPrimary implements SendGate {
     if (data.length > sock.txCredit) return false
     const peer = this.host.peer()
     if (!peer) return false // the peer is gone: fail() follows and lets the records go
-    if (!peer.room(framePayloadBytes(data, sock.kind === 'udp' ? addr : null))) {
-      this.waitRoom()
-      return false
-    }
-    if (!sock.txOne(seq, data, addr, true)) return false
+    if (!this.roomFor(peer, data, addr) || !sock.txOne(seq, data, addr, true)) return false
     this.replicate(peer, seq, data, addr)
     return true
   }
@@ -191,10 +187,7 @@ export class SrPrimary implements SendGate {
       // ahead, and the secondary keeps these records (REPLICATE's ack field says the chassis lacks them).
       while (peer && seqLt(this.seq, sock.sndSeq)) {
         const rec = snd.at(seqDiff(this.seq, sock.txSeq))!
-        if (!peer.room(framePayloadBytes(rec.data, sock.kind === 'udp' ? rec.addr : null))) {
-          this.waitRoom()
-          break
-        }
+        if (!this.roomFor(peer, rec.data, rec.addr)) break
         this.replicate(peer, rec.seq, rec.data, rec.addr)
       }
       // Catching up: records replicated ahead go to the chassis, held unless already acked.
@@ -207,6 +200,13 @@ export class SrPrimary implements SendGate {
       }
       if (!caughtUp || this.seq !== sock.txSeq || snd.length === 0) return
     }
+  }
+
+  /** Room on the secondary's link for this record's REPLICATE; without it, a retry is registered. */
+  private roomFor(peer: FrameSink, data: Uint8Array, addr: Addr | null): boolean {
+    if (peer.room(framePayloadBytes(data, this.sock.kind === 'udp' ? addr : null))) return true
+    this.waitRoom()
+    return false
   }
 
   private replicate(peer: FrameSink, seq: number, data: Uint8Array, addr: Addr | null): void {

@@ -67,10 +67,8 @@ export class SnoopSocket extends EventEmitter {
   }
 
   append(seq: number, data: Uint8Array, addr: Addr | null): void {
-    this.seq = seq
-    this.offset += data.length
-    this.queue.pushOwned(seq, data, addr)
-    this.emit('readable')
+    this.appendQuiet(seq, data, addr)
+    this.flushReadable()
   }
 
   /** append() whose 'readable' waits for flushReadable() (once per batch of replicated records). */
@@ -219,25 +217,18 @@ export class SnoopPair extends EventEmitter {
     if (!this.functional) return 'replicate-not-functional'
     if (seq !== seqAdd(this.seq, 1)) return 'replicate-out-of-order'
     this.trim(txDone)
-    if (seqLe(seq, txDone) && this.retained.length === 0) {
-      // The chassis already has it: no copy to keep for a takeover, only the snoop's.
-      this.seq = seq
-      this.txDoneSeq = seq
-      this.send.appendQuiet(seq, data, addr)
-      this.stat.records++
-      this.stat.bytes += data.length
-    } else {
-      this.appendRecord(seq, data, addr, true)
-      this.trim(txDone)
-    }
+    // The chassis already has it (its TX went first): no copy to keep for a takeover, only the snoop's.
+    const atChassis = seqLe(seq, txDone)
+    this.appendRecord(seq, data, addr, !atChassis, true)
+    if (atChassis) this.txDoneSeq = seq
     this.ackDue = true
     if (ackRequired) this.ackNow = true
     return null
   }
 
-  private appendRecord(seq: number, data: Uint8Array, addr: Addr | null, quiet = false): void {
+  private appendRecord(seq: number, data: Uint8Array, addr: Addr | null, retain = true, quiet = false): void {
     this.seq = seq
-    this.retained.pushOwned(seq, data, addr)
+    if (retain) this.retained.pushOwned(seq, data, addr)
     if (quiet) this.send.appendQuiet(seq, data, addr)
     else this.send.append(seq, data, addr)
     this.stat.records++
