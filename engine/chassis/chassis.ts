@@ -336,7 +336,11 @@ export class Chassis extends EventEmitter {
 
   private async primaryLost(dead: ReSlotState, reason: string): Promise<void> {
     const t0 = performance.now()
-    // Every record the dead primary committed to its ring was acked by the secondary: send it.
+    // Every frame the dead primary committed is taken, published or not: a thread publishes its
+    // rings one after another, so it can die with a REPLICATE visible to the secondary and the TX
+    // committed before it still in its unpublished batch. The chassis must have every record the
+    // secondary has (FAILOVER_SEED=9145 lost 104 records at the first kill without this).
+    dead.chassisEp.rx.recoverCommitted()
     const drained = drainNow(dead.chassisEp.rx, (h, b, o) => this.core.onReMessage(dead.id, h, b, o), () => this.core.onReBatchEnd())
     const tDrained = performance.now()
     this.lastDrained = drained

@@ -354,10 +354,10 @@ export class Ring {
     this.framesIn++
     this.ctl[COMMITTED] = this.tail // durable for recoverCommitted(); plain store, the line is ours alone
     if (((this.tail - this.publishedTail) | 0) >= this.publishBatchBytes) {
-      // Publication keeps commit order across this thread's rings: frames committed earlier on
-      // another ring go out first. SDRL depends on it: a TX committed to the chassis ring must be
-      // visible before a TXDONE (on the peer ring) that says it was sent, or a death in between
-      // loses the record. (Regression: failover test, records skipped after a kill.)
+      // Frames committed earlier on another ring go out first. That is not commit order in
+      // general (flushRings publishes ring by ring, each with all its frames), so a consumer that
+      // needs every frame its dead producer committed before some other frame calls
+      // recoverCommitted(): the chassis does, before draining a dead primary (SDRL depends on it).
       flushRings()
       this.flush()
     } else if (!this.queued) {
