@@ -271,6 +271,9 @@ export class ChassisCore {
       this.counters.txDroppedAtResume++
     }
     if (dropped) this.returnTxCredit(c, dropped)
+    // A history beyond what the chassis has: records the old primary committed never arrived, and
+    // the new primary will not resend them (it was told the chassis had them). Counted, never silent.
+    if (seqLt(c.lastSeq, seq)) this.counters.txGaps++
     c.lastSeq = seqLt(seq, c.txSeq) ? c.txSeq : seq
     c.releasedSeq = c.lastSeq
     if (c.closeAfterHeld) c.closeAfterHeld = false // the new primary never asked for that close

@@ -119,6 +119,16 @@ describe('chassis release point: held records', () => {
     expect(core.counters.txDuplicates + core.counters.txGaps).toBe(0)
   })
 
+  it('counts a gap when a new primary resumes after records the chassis never got', async () => {
+    const { core, b, tx, release } = await setup()
+    tx(1)
+    core.beginPromotion('b', b)
+    release(3, 'b', Flag.RESUME) // records 2 and 3 never reached the chassis
+    expect(core.counters.txGaps).toBe(1)
+    release(1, 'b', Flag.RESUME) // a history within what the chassis has is no gap
+    expect(core.counters.txGaps).toBe(1)
+  })
+
   it('closes a connection only after its held records are released', async () => {
     const { core, peer, conn, tx, release, seen } = await setup()
     let ended = 0
