@@ -294,7 +294,7 @@ export class ChassisCore {
     }
   }
 
-  /** Hands one record to the transport; `n` bytes are already counted in txOutstanding. */
+  /** Hands one record to the transport; its bytes are already counted in txOutstanding. */
   private transmit(c: Conn, seq: number, data: Uint8Array, addr: Addr | null): void {
     c.txSeq = seq
     if (this.firstTxPending) {

@@ -944,7 +944,8 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       sock.sndOffset = pair.send.offset
       let resume = seqLt(pair.seq, t.txSeq) ? pair.seq : t.txSeq
       if (seqLt(resume, pair.txDoneSeq)) {
-        // The chassis lacks a record this RE was told it had: cannot happen if commit order held.
+        // The chassis lacks a record this RE was told it had: cannot happen while the chassis adopts
+        // every frame a dead primary committed (TX goes before REPLICATE).
         this.counters.resumeGaps++
         this.emit('resume-gap', { handle: pair.handle, chassisTxSeq: t.txSeq, txDoneSeq: pair.txDoneSeq, seq: pair.seq })
         resume = pair.txDoneSeq

@@ -53,7 +53,7 @@ export class RingSink implements FrameSink {
     })
   }
 
-  /** Publishes every frame this thread committed, on any ring, in commit order. */
+  /** Publishes every frame this thread committed, on any ring (ring by ring, not in commit order across them). */
   flush(): void {
     flushRings()
   }
