@@ -33,6 +33,8 @@ export interface ReOptions {
   /** RE-wide bytes a secondary may hold before it flags CONGESTED (writes get ENOBUFS). */
   congestionBytes?: number
   ackTimeoutMs?: number
+  /** The most one init handshake step may wait for its INIT_ACK before the handshake fails. */
+  initTimeoutMs?: number
   keepaliveIntervalMs?: number
   deadIntervalMs?: number
 }
@@ -41,6 +43,13 @@ export const reDefaults = {
   snoopBufBytes: 2 * 1024 * 1024,
   congestionBytes: 256 * 1024 * 1024,
   ackTimeoutMs: 2000,
+  // Per handshake step, and longer than the ack timeout: a step carries the socket's pre-existing
+  // data (up to its send and receive buffers), and when a new secondary comes up every wanted socket
+  // resyncs at once over the one KKCM link, so a step may queue behind all the others' data
+  // (bench/failover: 1,000 sockets of 16 KiB resynced in 222 ms on the 2-core development machine;
+  // 5 s leaves a loaded host 20x that). A dead or hung secondary is caught sooner by keepalive
+  // silence (deadIntervalMs); this bounds a live one that stops answering, or a link that stays full.
+  initTimeoutMs: 5000,
   keepaliveIntervalMs: 50,
   deadIntervalMs: 125,
 }
@@ -74,6 +83,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   readonly clock: Clock
   readonly limits: SocketLimits
   readonly ackTimeoutMs: number
+  readonly initTimeoutMs: number
   readonly snoopBufBytes: number
   readonly congestionBytes: number
   readonly keepaliveIntervalMs: number
@@ -111,6 +121,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     rejected: 0,
     rejectReasons: {} as Record<string, number>,
     ackTimeouts: 0,
+    initTimeouts: 0,
     initRetries: 0,
     peerMessages: 0,
     chassisMessages: 0,
@@ -135,6 +146,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     this.clock = opts.clock
     this.limits = { ...defaultSocketLimits, ...opts.limits }
     this.ackTimeoutMs = opts.ackTimeoutMs ?? reDefaults.ackTimeoutMs
+    this.initTimeoutMs = opts.initTimeoutMs ?? reDefaults.initTimeoutMs
     this.snoopBufBytes = opts.snoopBufBytes ?? reDefaults.snoopBufBytes
     this.congestionBytes = opts.congestionBytes ?? reDefaults.congestionBytes
     this.keepaliveIntervalMs = opts.keepaliveIntervalMs ?? reDefaults.keepaliveIntervalMs

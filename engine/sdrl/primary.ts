@@ -8,10 +8,21 @@
 //   SRI_SENDRCVDATA                --INIT_ACK RCVDATA--> SRI_SENDSNDDATA   (INIT_SNDDATA sent)
 //   SRI_SENDSNDDATA                --INIT_ACK SNDDATA--> SRI_DONE          (INIT_DONE sent)
 //   SRI_DONE                       --INIT_ACK DONE-->    SR_REP_PRIMARY|SR_REP_FUNCTIONAL (FUNCTIONAL sent)
+//   SR_INIT_PRIMARY (any SRI_*)    --init timeout / peer lost / INIT_NAK--> SR_REP_PRIMARY (non-functional)
 //   SR_REP_FUNCTIONAL              --ack timeout / peer lost / INIT_NAK--> SR_REP_PRIMARY (non-functional)
 //   any                            --unreplicate / peer UNREPLICATE-->     torn down (sr = null)
 // Writes fail with EAGAIN from getHandle until functional. Once non-functional, records flow to the
 // transport without waiting for acks (invariant 6: losing the secondary never stops the primary).
+//
+// The handshake timer (`initTimeout`, host.initTimeoutMs) bounds that EAGAIN: start() arms it, so
+// the chassis's 'hold' reply and the answer to INIT_PARAMS share the first window; every accepted
+// INIT_ACK before DONE re-arms it (progress resets it, so only a step that stalls a whole window
+// fails, however long a resync of much pre-existing data takes in total); functional, fail and
+// teardown stop it. When it pops while initializing, the handshake fails through fail('init-timeout'):
+// replicate() rejects with ETIMEDOUT, the app hears 'replication' (non-functional), the secondary
+// gets UNREPLICATE, held received data goes to the primary, and the socket carries on unreplicated.
+// A dead or hung secondary is found sooner by keepalive silence (peer lost); this timer catches a
+// live one that never answers a step, or a KKCM link that stays full.
 //
 // The release point (where a record waits for its ack): the chassis, not this RE. Each record goes
 // to the chassis flagged HELD and right after that, in commit order, to the secondary as REPLICATE;
@@ -47,6 +58,8 @@ import { InitStep, SR, SRI } from './flags.ts'
 export interface PrimaryHost {
   readonly clock: Clock
   readonly ackTimeoutMs: number
+  /** The most a handshake step may wait for its INIT_ACK (the first step: for the chassis's 'hold' reply too). */
+  readonly initTimeoutMs: number
   /** The KKCM sink to the secondary, or null when there is none. */
   peer(): FrameSink | null
   /** Sends a socket's init parameters (msgpackr) as INIT_PARAMS. */
@@ -57,7 +70,7 @@ export interface PrimaryHost {
   prl(sock: Socket, op: 'hold' | 'release' | 'off'): void
   /** Tells the chassis that every record it holds on this socket may reach the transport. */
   releaseHeld(sock: Socket): void
-  readonly counters: { rejected: number; ackTimeouts: number; initRetries: number }
+  readonly counters: { rejected: number; ackTimeouts: number; initTimeouts: number; initRetries: number }
 }
 
 type Step = () => boolean
@@ -82,6 +95,7 @@ export class SrPrimary implements SendGate {
   private readonly sock: Socket
   private readonly host: PrimaryHost
   private readonly ackTimer: Timer
+  private readonly initTimer: Timer
   private outbox: Step[] = []
   private waitingRoom = false
   private held = false
@@ -111,6 +125,7 @@ export class SrPrimary implements SendGate {
     this.seq = sock.sndSeq
     this.ack = sock.sndSeq
     this.ackTimer = new Timer(host.clock, `ackTimeout#${sock.handle}`, () => this.onAckTimeout())
+    this.initTimer = new Timer(host.clock, `initTimeout#${sock.handle}`, () => this.onInitTimeout())
     sock.gate = this
     sock.sr = this
   }
@@ -334,6 +349,7 @@ export class SrPrimary implements SendGate {
     // every write with ENOBUFS, and no ack would ever come to clear it).
     this.congested = false
     this.credit = 0
+    this.armInitTimer() // the 'hold' reply counts against the first step's window
     this.host.prl(this.sock, 'hold')
     return done
   }
@@ -371,6 +387,7 @@ export class SrPrimary implements SendGate {
           this.push(() => this.send(MsgType.INIT_RCVDATA, flags, rec.seq, rec.data, rec.addr))
         }
         this.push(() => this.send(MsgType.INIT_RCVDATA, Flag.FIN, sock.rcvSeq, null))
+        this.armInitTimer()
         return null
       }
       case InitStep.RCVDATA: {
@@ -381,12 +398,14 @@ export class SrPrimary implements SendGate {
           this.push(() => this.send(MsgType.INIT_SNDDATA, flags, rec.seq, rec.data, flags ? rec.addr : null))
         }
         this.push(() => this.send(MsgType.INIT_SNDDATA, Flag.FIN, sock.sndSeq, null))
+        this.armInitTimer()
         return null
       }
       case InitStep.SNDDATA: {
         if (!(this.initState & SRI.SRI_SENDSNDDATA) || this.initState & SRI.SRI_DONE) return 'init-ack-snddata-unexpected'
         this.initState = SRI.SRI_DONE | (this.initState & ~SRI.SRI_INITINPROGRESS)
         this.push(() => this.send(MsgType.INIT_DONE, 0, sock.sndSeq, null))
+        this.armInitTimer()
         return null
       }
       case InitStep.DONE: {
@@ -400,8 +419,21 @@ export class SrPrimary implements SendGate {
     }
   }
 
+  /** (Re)arms the handshake timer: a whole initTimeoutMs for the step just begun. */
+  private armInitTimer(): void {
+    this.initTimer.start(this.host.initTimeoutMs)
+  }
+
+  /** A whole initTimeoutMs passed with no INIT_ACK (nor, before INIT_PARAMS, the 'hold' reply). */
+  private onInitTimeout(): void {
+    if (!this.initializing) return
+    this.host.counters.initTimeouts++
+    this.fail('init-timeout')
+  }
+
   private enterFunctional(): void {
     const sock = this.sock
+    this.initTimer.stop()
     this.state = SR.SR_REP_PRIMARY | SR.SR_REP_FUNCTIONAL
     // Everything in the send buffer went over as pre-existing send data and was acked.
     this.seq = sock.sndSeq
@@ -422,10 +454,11 @@ export class SrPrimary implements SendGate {
 
   // ---- failure and teardown --------------------------------------------------------------------
 
-  /** Replication failed (ack timeout, peer lost, init refused): reinject and carry on alone. */
+  /** Replication failed (ack or init timeout, peer lost, init refused): reinject and carry on alone. */
   fail(reason: string): void {
     const wasInit = this.initializing
     this.ackTimer.stop()
+    this.initTimer.stop()
     this.outbox = []
     this.state = SR.SR_REP_PRIMARY
     this.initState = 0
@@ -440,7 +473,8 @@ export class SrPrimary implements SendGate {
     // The secondary must drop its pair (it misses what follows); after INIT_NAK it already did.
     if (reason === 'secondary-refused') finish()
     else this.stopPeer(finish)
-    this.settle(new NsrError(wasInit ? 'ECLOSED' : 'ETIMEDOUT', `socket ${this.handle}: replication failed (${reason})`))
+    const code = wasInit && reason !== 'init-timeout' ? 'ECLOSED' : 'ETIMEDOUT'
+    this.settle(new NsrError(code, `socket ${this.handle}: replication failed (${reason})`))
     this.host.replicationChanged(this.sock, false, reason)
   }
 
@@ -470,6 +504,7 @@ export class SrPrimary implements SendGate {
   /** Graceful teardown: pending records go to the transport, the extension goes away. */
   teardown(reason: string, tellPeer: boolean): void {
     this.ackTimer.stop()
+    this.initTimer.stop()
     this.outbox = []
     this.state = 0
     this.initState = 0

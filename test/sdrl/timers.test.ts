@@ -1,12 +1,19 @@
-// The ack timer (seed 7.6), its three cases on a ManualClock:
+// The primary's two timers on a ManualClock.
+// The ack timer (seed 7.6), its three cases:
 //   an ack arrives             -> ACK_PENDING cleared
 //   pops with ACK_PENDING      -> replication fails: pending records reinjected, the app told,
 //                                 the secondary told to drop its (now stale) pair
 //   pops without, outstanding  -> restarted with ACK_PENDING set
+// The handshake timer (initTimeoutMs), armed by replicate() and re-armed by every INIT_ACK:
+//   a step never answered      -> the handshake fails ('init-timeout'): replicate() rejects, the
+//                                 socket carries on unreplicated, held received data is released
+//   each step answered in time -> the handshake completes, however long it takes in total
+//   functional                 -> the timer is off and never pops
 
 import { describe, expect, it } from 'vitest'
+import { NsrError } from '../../engine/errors.ts'
 import { MsgType } from '../../engine/protocol/header.ts'
-import { SR } from '../../engine/sdrl/flags.ts'
+import { InitStep, SR, SRI } from '../../engine/sdrl/flags.ts'
 import type { SrPrimary } from '../../engine/sdrl/primary.ts'
 import type { Socket } from '../../engine/socket/socket.ts'
 import { Duo } from './duo.ts'
@@ -15,6 +22,8 @@ const ACK_TIMEOUT_MS = 100
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
 const pending = (sr: SrPrimary): boolean => (sr.state & SR.SR_ACK_PENDING) !== 0
 const timerRunning = (sr: SrPrimary): boolean => (sr as unknown as { ackTimer: { running: boolean } }).ackTimer.running
+const INIT_TIMEOUT_MS = 300
+const initTimerRunning = (sr: SrPrimary): boolean => (sr as unknown as { initTimer: { running: boolean } }).initTimer.running
 
 async function functional(): Promise<{ duo: Duo; sock: Socket; sr: SrPrimary; text: () => string }> {
   const duo = new Duo({ re: { ackTimeoutMs: ACK_TIMEOUT_MS } })
@@ -111,5 +120,131 @@ describe('ack timer (seed 7.6)', () => {
     duo.clock.advance(ACK_TIMEOUT_MS)
     expect(sr.functional).toBe(false)
     expect(duo.p.counters.ackTimeouts).toBe(1)
+  })
+})
+
+describe('handshake timer (initTimeoutMs)', () => {
+  async function connected() {
+    const duo = new Duo({ re: { initTimeoutMs: INIT_TIMEOUT_MS } })
+    const { sock, peer } = await duo.connect()
+    return { duo, sock, peer, text: () => Buffer.concat(peer.received).toString() }
+  }
+
+  it('a secondary that never answers INIT_PARAMS: the handshake fails after initTimeoutMs and the socket carries on alone', async () => {
+    const { duo, sock, peer, text } = await connected()
+    const events: string[] = []
+    sock.on('replication', (e: { functional: boolean; reason: string }) => events.push(`${e.functional} ${e.reason}`))
+    duo.p.on('replication-error', (e: { reason: string }) => events.push(`error ${e.reason}`))
+    const toSecondary = Duo.recorder(duo.ps)
+    const done = sock.replicate()
+    let outcome: unknown = 'pending'
+    done.then(
+      () => (outcome = 'resolved'),
+      (err: unknown) => (outcome = err),
+    )
+    const sr = duo.sr(sock)
+    expect(initTimerRunning(sr)).toBe(true)
+    await duo.chassisRound() // 'hold' answered: INIT_PARAMS is on the link, and the secondary never reads it
+    expect(sr.initState).toBe(SRI.SRI_INITINPROGRESS | SRI.SRI_SENDPARAMS)
+    expect(toSecondary.map((f) => f.type).filter((t) => t !== MsgType.KEEPALIVE)).toEqual([MsgType.INIT_PARAMS])
+    // Received data while initializing is held by the chassis, and writes are refused.
+    peer.write(enc('held'))
+    await duo.chassisRound()
+    expect(duo.core.conns.get(sock.handle)!.mode).toBe('hold')
+    expect(sock.rcv.length).toBe(0)
+    expect(() => sock.write(enc('x'))).toThrow(expect.objectContaining({ code: 'EAGAIN' }))
+
+    duo.clock.advance(INIT_TIMEOUT_MS - 1)
+    await duo.settle()
+    expect(sr.initializing).toBe(true)
+    expect(outcome).toBe('pending')
+    duo.clock.advance(1)
+    await duo.settle()
+    expect(duo.p.counters.initTimeouts).toBe(1)
+    expect(sr.initializing).toBe(false)
+    expect(sr.functional).toBe(false)
+    expect(initTimerRunning(sr)).toBe(false)
+    expect(outcome).toBeInstanceOf(NsrError)
+    expect(outcome).toMatchObject({ code: 'ETIMEDOUT' })
+    await expect(done).rejects.toThrow(/init-timeout/)
+    expect(events).toEqual(['false init-timeout', 'error init-timeout'])
+    // The secondary is told to drop its half-built pair.
+    expect(toSecondary.map((f) => f.type).filter((t) => t !== MsgType.KEEPALIVE)).toEqual([MsgType.INIT_PARAMS, MsgType.UNREPLICATE])
+
+    // Unreplicated from here: writes go straight out, the held data reaches the primary.
+    sock.write(enc('alone'))
+    await duo.run()
+    expect(text()).toBe('alone')
+    expect(duo.core.conns.get(sock.handle)!.mode).toBe('primary')
+    expect(Buffer.from(sock.read()!.data).toString()).toBe('held')
+    // The secondary answered INIT_PARAMS late, then dropped the pair: the late ack is refused and counted.
+    expect(duo.pair(sock.handle)).toBeUndefined()
+    expect(duo.p.counters.rejectReasons['init-ack-not-initializing']).toBe(1)
+    expect(duo.p.counters.initTimeouts).toBe(1)
+    // A later replicate() starts afresh and completes.
+    await duo.replicate(sock)
+    expect(sr.functional).toBe(true)
+    expect(duo.pair(sock.handle)!.functional).toBe(true)
+  })
+
+  it('a chassis that never answers hold: the same window bounds the wait for INIT_PARAMS to go out', async () => {
+    const { duo, sock } = await connected()
+    const toSecondary = Duo.recorder(duo.ps)
+    const done = sock.replicate()
+    done.catch(() => {})
+    const sr = duo.sr(sock)
+    duo.clock.advance(INIT_TIMEOUT_MS)
+    await duo.settle()
+    expect(duo.p.counters.initTimeouts).toBe(1)
+    await expect(done).rejects.toMatchObject({ code: 'ETIMEDOUT' })
+    // The late 'hold' reply starts nothing: no INIT_PARAMS, the chassis ends up fanning out to the primary.
+    await duo.run()
+    expect(sr.initializing).toBe(false)
+    expect(toSecondary.some((f) => f.type === MsgType.INIT_PARAMS)).toBe(false)
+    expect(duo.core.conns.get(sock.handle)!.mode).toBe('primary')
+  })
+
+  it('each step answered just before the timeout: the handshake completes (progress restarts the timer)', async () => {
+    const { duo, sock } = await connected()
+    const toPrimary = Duo.recorder(duo.sp)
+    // Pre-existing data on both buffers, so every step carries some.
+    sock.txCredit = 0
+    sock.write(enc('pre'))
+    const done = sock.replicate()
+    const sr = duo.sr(sock)
+    await duo.chassisRound() // INIT_PARAMS sent, at the time replicate() armed the timer
+    const steps = [InitStep.PARAMS, InitStep.RCVDATA, InitStep.SNDDATA, InitStep.DONE]
+    for (const step of steps) {
+      duo.clock.advance(INIT_TIMEOUT_MS - 1)
+      await duo.settle()
+      expect(sr.initializing).toBe(true)
+      await duo.deliver(duo.ps) // the secondary answers the step
+      await duo.deliver(duo.sp) // the primary takes the ack: the next step, and a whole window again
+      expect(toPrimary.filter((f) => f.type === MsgType.INIT_ACK).map((f) => f.seq).at(-1)).toBe(step)
+    }
+    // Four windows all but over: without the restarts the timer would have popped in the second.
+    expect(duo.clock.now()).toBeGreaterThan(INIT_TIMEOUT_MS)
+    await done
+    expect(sr.functional).toBe(true)
+    expect(duo.p.counters.initTimeouts).toBe(0)
+    expect(duo.p.counters.rejected).toBe(0)
+  })
+
+  it('no timeout once functional: the clock runs far past initTimeoutMs and the state stays functional', async () => {
+    const { duo, sock, text } = await connected()
+    await duo.replicate(sock)
+    const sr = duo.sr(sock)
+    expect(initTimerRunning(sr)).toBe(false)
+    for (let i = 0; i < 10; i++) {
+      duo.clock.advance(INIT_TIMEOUT_MS)
+      await duo.run()
+    }
+    expect(sr.state).toBe(SR.SR_REP_PRIMARY | SR.SR_REP_FUNCTIONAL)
+    expect(duo.pair(sock.handle)!.functional).toBe(true)
+    expect(duo.p.counters.initTimeouts).toBe(0)
+    sock.write(enc('still replicated'))
+    await duo.run()
+    expect(sr.ack).toBe(1)
+    expect(text()).toBe('still replicated')
   })
 })

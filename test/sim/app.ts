@@ -71,6 +71,12 @@ export class App {
   readonly socks = new Map<number, AppSock>()
   readonly pairs = new Map<number, AppPair>()
   listener: Socket | null = null
+  /**
+   * The listener's replication failed (an init or ack timeout, not an unreplicate): the RE
+   * replicated it on its own (listen({ replicate: true })) and does not retry while the same
+   * secondary stays up, so this application asks again, as it does for its other sockets.
+   */
+  listenerWantsReplicate = false
   /** Secondary: stops reading the send snoop (its window closes; the primary gets EAGAIN). */
   stalled = false
   readonly counters = { written: 0, eagain: 0, enobufs: 0, emsgsize: 0, readChunks: 0, snoopRecords: 0, snoopChunks: 0, writable: 0 }
@@ -95,6 +101,12 @@ export class App {
 
   private adoptListener(l: Socket): void {
     this.listener = l
+    this.listenerWantsReplicate = false
+    l.on('replication', (e: { functional: boolean; reason: string }) => {
+      if (l !== this.listener) return
+      if (!e.functional && e.reason !== 'unreplicate' && e.reason !== 'peer-unreplicate') this.listenerWantsReplicate = true
+      if (e.functional) this.listenerWantsReplicate = false
+    })
     l.on('connection', (sock: Socket) => {
       const truth = this.world.truthByPort.get(sock.remote?.port ?? -1)
       if (!truth) return this.world.violation(`accepted socket ${sock.handle} from an unknown peer ${JSON.stringify(sock.remote)}`)
@@ -204,6 +216,12 @@ export class App {
   replicate(as: AppSock): void {
     as.wantReplicate = false
     as.sock.replicate().catch(() => {})
+  }
+
+  replicateListener(): void {
+    if (!this.listener) return
+    this.listenerWantsReplicate = false
+    this.listener.replicate().catch(() => {})
   }
 
   // ---- secondary role --------------------------------------------------------------------------

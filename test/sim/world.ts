@@ -728,6 +728,7 @@ export class World {
         P.app.read(as, 1 << 20)
         if (as.wantReplicate && this.secondary) P.app.replicate(as)
       }
+      if (P.app.listenerWantsReplicate && this.secondary) P.app.replicateListener()
       const S = this.secondary
       if (S) {
         for (const ap of S.app.pairs.values()) {
