@@ -30,9 +30,9 @@ import { pack, unpack } from 'msgpackr'
 // msgpackr decodes strings with TextDecoder, which refuses views of a SharedArrayBuffer: control
 // payloads are read in place from a ring, so they are sliced (copied) before unpack().
 import { Flag, MsgType, seqAdd, seqLe, seqLt, type Header } from '../protocol/header.ts'
-import { RecordQueue, type Addr } from '../socket/records.ts'
+import { RecordQueue, Slab, type Addr } from '../socket/records.ts'
 import type { FrameSink } from '../re/sink.ts'
-import { decodeAddr } from '../re/sink.ts'
+import { decodeAddr, forEachRecord } from '../re/sink.ts'
 import type { Transport, TransportConn, TransportListener } from './transport.ts'
 
 export type FanMode = 'primary' | 'hold' | 'both'
@@ -224,16 +224,37 @@ export class ChassisCore {
       this.counters.txUnknownHandle++
       return
     }
-    if (seqLe(h.seq, c.lastSeq)) {
+    this.txFlags = h.flags
+    this.txConn = c
+    this.txBytes = bytes
+    const bad = forEachRecord(h, bytes, off, this.onTxRecord)
+    this.txConn = null
+    this.txBytes = null
+    if (bad !== null) this.counters.rejected++
+  }
+
+  // The TX frame being taken apart (a batch calls onTxRecord once per record).
+  private txConn: Conn | null = null
+  private txBytes: Uint8Array | null = null
+  private txFlags = 0
+  private readonly txSlab = new Slab()
+
+  private readonly onTxRecord = (seq: number, start: number, end: number): void => {
+    const c = this.txConn
+    if (!c || !c.transport) {
+      this.counters.txUnknownHandle++ // the transport went away within the batch
+      return
+    }
+    const flags = this.txFlags
+    if (seqLe(seq, c.lastSeq)) {
       this.counters.txDuplicates++
       return
     }
-    if (h.seq !== seqAdd(c.lastSeq, 1)) this.counters.txGaps++
+    if (seq !== seqAdd(c.lastSeq, 1)) this.counters.txGaps++
     let addr: Addr | null = null
-    let start = off
-    const end = off + h.length
-    if (h.flags & Flag.DATAGRAM) {
-      const d = decodeAddr(bytes, off, end)
+    const bytes = this.txBytes!
+    if (flags & Flag.DATAGRAM) {
+      const d = decodeAddr(bytes, start, end)
       if (!d) {
         this.counters.rejected++
         return
@@ -241,20 +262,22 @@ export class ChassisCore {
       addr = d.addr
       start = d.next
     }
-    c.lastSeq = h.seq
+    c.lastSeq = seq
     const n = end - start
     c.txOutstanding += n
-    if (h.flags & Flag.HELD && !seqLe(h.seq, c.releasedSeq)) {
+    if (flags & Flag.HELD && !seqLe(seq, c.releasedSeq)) {
       // Read in place from the ring: the held queue keeps its own copy.
-      c.held.push(h.seq, bytes.subarray(start, end), addr)
+      c.held.push(seq, bytes.subarray(start, end), addr)
       this.counters.txHeld++
       return
     }
     // An unheld record releases everything before it (replication is off on this socket now).
-    if (seqLt(c.releasedSeq, h.seq)) c.releasedSeq = h.seq
+    if (seqLt(c.releasedSeq, seq)) c.releasedSeq = seq
     if (c.held.length) this.flushHeld(c)
-    // The frame is read in place from the ring: a transport that copies on write takes the view.
-    this.transmit(c, h.seq, c.transport.copiesOnWrite ? bytes.subarray(start, end) : bytes.slice(start, end), addr)
+    if (!c.transport) return
+    // The frame is read in place from the ring: a transport that copies on write takes the view;
+    // for one that keeps what it is given, the slab copy costs no allocation per record.
+    this.transmit(c, seq, c.transport.copiesOnWrite ? bytes.subarray(start, end) : this.txSlab.copy(bytes.subarray(start, end)), addr)
   }
 
   /** TX_RELEASE: held records up to `seq` go to the transport; with `resume`, the rest are dropped. */

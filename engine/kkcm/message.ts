@@ -18,6 +18,8 @@ import { RingResult, type Ring } from './ring.ts'
 
 /** Messages one MessageReader.poll() handles before returning (drain loops are capped). */
 export const READER_MAX_MESSAGES_PER_POLL = 1024
+/** Bytes one poll() handles at most: a batched frame carries many records, so frames alone do not bound a poll's work. */
+export const READER_MAX_BYTES_PER_POLL = 256 * 1024
 
 /**
  * Reserves HEADER_BYTES + payloadLen on `ring`, writes the header and returns the offset in
@@ -108,7 +110,12 @@ export class MessageReader {
 
   /** Handles up to `maxMessages` frames now. Returns frames consumed (accepted plus rejected). */
   poll(maxMessages = READER_MAX_MESSAGES_PER_POLL): number {
-    return this.ring.drain(this.onFrame, maxMessages)
+    return this.ring.drain(this.onFrame, maxMessages, READER_MAX_BYTES_PER_POLL)
+  }
+
+  /** The last poll() stopped at a cap (frames or bytes) with more waiting. */
+  full(n: number, maxMessages = READER_MAX_MESSAGES_PER_POLL): boolean {
+    return n === maxMessages || this.ring.drainCapped
   }
 
   /**
@@ -118,7 +125,7 @@ export class MessageReader {
   async pump(): Promise<void> {
     for (;;) {
       const n = this.poll()
-      if (n === READER_MAX_MESSAGES_PER_POLL) {
+      if (this.full(n)) {
         await yieldToEventLoop()
         continue
       }

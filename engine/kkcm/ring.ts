@@ -106,11 +106,16 @@ const noop = (): void => {}
 // Rings of this thread holding committed but unpublished frames. Shared through a registry symbol
 // so that two loaded copies of this module in one thread still flush each other's rings.
 const UNPUBLISHED_KEY = Symbol.for('nsr-engine.kkcm.unpublished')
-const registry = globalThis as { [UNPUBLISHED_KEY]?: { rings: Ring[]; microtaskQueued: boolean } }
-const pending = (registry[UNPUBLISHED_KEY] ??= { rings: [], microtaskQueued: false })
+const registry = globalThis as { [UNPUBLISHED_KEY]?: { rings: Ring[]; microtaskQueued: boolean; open?: Ring[] } }
+const pending = (registry[UNPUBLISHED_KEY] ??= { rings: [], microtaskQueued: false, open: [] })
+pending.open ??= []
 
-/** Publishes every frame committed by this thread on any ring. Cheap when there is nothing to do. */
+/**
+ * Publishes every frame committed by this thread on any ring, after closing its open frames (see
+ * holdOpen). Cheap when there is nothing to do.
+ */
 export function flushRings(): void {
+  if (pending.open!.length !== 0) closeOpenFrames(Number.MAX_SAFE_INTEGER)
   const rings = pending.rings
   if (rings.length === 0) return
   pending.rings = []
@@ -120,6 +125,23 @@ export function flushRings(): void {
 function onMicrotask(): void {
   pending.microtaskQueued = false
   flushRings()
+}
+
+function queueFlush(): void {
+  if (pending.microtaskQueued) return
+  pending.microtaskQueued = true
+  queueMicrotask(onMicrotask)
+}
+
+/** Closes this thread's open frames of rank <= maxRank, lowest rank first. */
+function closeOpenFrames(maxRank: number): void {
+  const open = pending.open!
+  for (;;) {
+    let next: Ring | null = null
+    for (let i = 0; i < open.length; i++) if (open[i].openRank <= maxRank && (next === null || open[i].openRank < next.openRank)) next = open[i]
+    if (next === null) return
+    next.closeOpen()
+  }
 }
 
 /** Total SharedArrayBuffer bytes for one ring: control block plus data. */
@@ -197,6 +219,13 @@ export class Ring {
   private queued = false // in pending.rings
   private cachedHead: number
   private pendingBytes = -1 // bytes the reserved frame advances the tail by (skip + frame), -1 when none
+  private reservedAt = 0 // payload offset of the reserved frame
+  private reservedLen = 0 // its payload bytes
+  private openCloser: (() => void) | null = null
+  /** @internal closeOpenFrames() only: the rank of this ring's open frame. */
+  openRank = 0
+  /** The last drain() stopped at its byte budget (more may be waiting). */
+  drainCapped = false
   private framesIn: number
   private fullPending = false
   private headAtFull = 0
@@ -292,6 +321,7 @@ export class Ring {
    * waits for the consumer), so a caller can check two rings before writing to either.
    */
   canReserve(len: number): boolean {
+    if (this.openCloser !== null) this.closeOpen()
     if (this.ctl[CLOSED] !== 0) return false
     const rec = PREFIX_BYTES + ((len + 7) & ~7)
     const pos = this.tail & this.mask
@@ -314,6 +344,7 @@ export class Ring {
       }
       throw new NsrError('EINVAL', `bad frame length ${len}`)
     }
+    if (this.openCloser !== null) this.closeOpen()
     const ctl = this.ctl
     // A plain read: CLOSED only ever goes 0 -> 1, and a stale 0 costs one more frame at most (the
     // next Atomics operation of this thread orders it). An Atomics.load here is ~10 ns on Node 20.
@@ -339,7 +370,67 @@ export class Ring {
     }
     this.words[at >> 2] = len
     this.pendingBytes = need
+    this.reservedAt = at + PREFIX_BYTES
+    this.reservedLen = len
     return at + PREFIX_BYTES
+  }
+
+  /** True when a frame of `len` payload bytes fits now (no side effects, unlike canReserve). */
+  fits(len: number): boolean {
+    if (this.ctl[CLOSED] !== 0 || len > this.maxFrameBytes) return false
+    const rec = PREFIX_BYTES + ((len + 7) & ~7)
+    const pos = this.tail & this.mask
+    const contig = this.capacity - pos
+    const need = rec <= contig ? rec : contig + rec
+    if (((this.tail - this.cachedHead) | 0) + need <= this.capacity) return true
+    this.cachedHead = Atomics.load(this.ctl, HEAD)
+    return ((this.tail - this.cachedHead) | 0) + need <= this.capacity
+  }
+
+  // Open frames: a writer that grows its frame record by record (engine/re/ring-sink.ts batches)
+  // reserves room for the largest size, writes, and leaves the frame open with holdOpen(). The
+  // frame is closed (its closer writes the final header and calls commitOpen with the size used)
+  // before anything else touches this ring (reserve, canReserve, flush), by flushRings(), and at
+  // the latest by the end of the current task. An open frame is not committed: a producer that
+  // dies with one loses it, as it loses a frame it had not yet written. Ranks order the closing
+  // across rings: closing a frame first closes every open frame of a lower rank on this thread, so
+  // a writer can promise that what it put in a rank-0 frame is committed no later than what it put
+  // in a rank-1 frame after it (SDRL: a TX batch before the REPLICATE batch that claims it).
+
+  /** Leaves the frame reserved last open; `closer` must end with commitOpen(). */
+  holdOpen(rank: number, closer: () => void): void {
+    if (this.pendingBytes < 0 || this.openCloser !== null) assert(false, 'Ring.holdOpen() without a fresh reserve()')
+    this.openCloser = closer
+    this.openRank = rank
+    pending.open!.push(this)
+    queueFlush()
+  }
+
+  /** Closes this ring's open frame, if any, after every open frame of a lower rank. */
+  closeOpen(): void {
+    const closer = this.openCloser
+    if (closer === null) return
+    if (this.openRank > 0) closeOpenFrames(this.openRank - 1)
+    if (this.openCloser !== closer) return
+    this.openCloser = null
+    const open = pending.open!
+    const i = open.indexOf(this)
+    if (i >= 0) open.splice(i, 1)
+    closer()
+  }
+
+  /** Payload bytes of the frame reserved last (an open frame's capacity). */
+  get reservedBytes(): number {
+    return this.reservedLen
+  }
+
+  /** Commits the frame reserved last with `len` payload bytes, at most what was reserved. */
+  commitOpen(len: number): void {
+    if (this.pendingBytes < 0 || len > this.reservedLen || len < 0) assert(false, `Ring.commitOpen(${len}) of a ${this.reservedLen}-byte reservation`)
+    this.pendingBytes -= ((this.reservedLen + 7) & ~7) - ((len + 7) & ~7)
+    this.words[(this.reservedAt - PREFIX_BYTES) >> 2] = len
+    this.reservedLen = len
+    this.commit()
   }
 
   /**
@@ -363,15 +454,13 @@ export class Ring {
     } else if (!this.queued) {
       this.queued = true
       pending.rings.push(this)
-      if (!pending.microtaskQueued) {
-        pending.microtaskQueued = true
-        queueMicrotask(onMicrotask)
-      }
+      queueFlush()
     }
   }
 
   /** Publishes this ring's committed frames now; wakes the consumer if it is parked. */
   flush(): void {
+    if (this.openCloser !== null) this.closeOpen()
     if (this.tail === this.publishedTail) return
     const ctl = this.ctl
     this.publishedTail = this.tail
@@ -426,8 +515,13 @@ export class Ring {
    * publishes the head once. onFrame must not keep the view: the producer reuses the bytes once the
    * call returns. Returns the number of frames consumed. A throwing onFrame still consumes its frame.
    */
-  drain(onFrame: (bytes: Uint8Array, offset: number, length: number) => void, maxFrames = Number.MAX_SAFE_INTEGER): number {
-    if (pending.rings.length !== 0) flushRings()
+  drain(
+    onFrame: (bytes: Uint8Array, offset: number, length: number) => void,
+    maxFrames = Number.MAX_SAFE_INTEGER,
+    maxBytes = Number.MAX_SAFE_INTEGER,
+  ): number {
+    if (pending.rings.length !== 0 || pending.open!.length !== 0) flushRings()
+    this.drainCapped = false
     let h = this.head
     const t = Atomics.load(this.ctl, TAIL) // one acquire per call, not per frame
     if (h === t) return 0
@@ -458,6 +552,10 @@ export class Ring {
         h = next
         n++
         onFrame(bytes, pos + PREFIX_BYTES, len)
+        if ((maxBytes -= len) <= 0) {
+          this.drainCapped = h !== t
+          break
+        }
       }
     } finally {
       this.publishHead(h, n)

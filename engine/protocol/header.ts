@@ -6,7 +6,7 @@
 //   off size field     meaning
 //     0    1 version   HEADER_VERSION; anything else is rejected
 //     1    1 type      MsgType
-//     2    2 flags     Flag bits (ACK_REQUIRED, RETRANSMITTED, CONGESTED, ...)
+//     2    2 flags     Flag bits (ACK_REQUIRED, RETRANSMITTED, CONGESTED, BATCH, ...)
 //     4    4 handle    replication handle / chassis socket id (0 = channel-wide)
 //     8    4 seq       per-handle sequence number of this message (wraps at 2^32)
 //    12    4 ack       piggybacked cumulative ack: the highest seq received in order
@@ -75,8 +75,9 @@ export const Flag = {
   DATAGRAM: 0x0020, // payload starts with an encoded address (UDP)
   HELD: 0x0040, // TX: the chassis keeps the record until a TX_RELEASE covers it
   RESUME: 0x0080, // TX_RELEASE from a new primary: held records after `seq` are dropped
+  BATCH: 0x0100, // TX / REPLICATE: `credit` records from `seq` on, one entry each (engine/re/sink.ts)
 } as const
-const knownFlags = 0x00ff
+const knownFlags = 0x01ff
 
 /** Why a header was rejected. */
 export const Reject = {

@@ -19,7 +19,7 @@ import { Socket, defaultSocketLimits, type SocketHost, type SocketKind, type Soc
 import { InitStep, SR, SRI } from '../sdrl/flags.ts'
 import { SrPrimary, type PrimaryHost } from '../sdrl/primary.ts'
 import { SnoopPair, type SocketParams } from '../sdrl/secondary.ts'
-import { decodeAddr, type FrameSink } from './sink.ts'
+import { decodeAddr, forEachRecord, type FrameSink } from './sink.ts'
 
 export type Role = 'primary' | 'secondary'
 
@@ -444,11 +444,17 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       case MsgType.REPLICATE: {
         const pair = this.pairs.get(h.handle)
         if (!pair) return this.reject('replicate-unknown-handle')
-        const pl = this.payload(h, bytes, off)
-        if (!pl) return this.reject('replicate-bad-address')
         const before = pair.heldBytes()
-        const why = pair.replicate(h.seq, h.ack, this.slab.copy(bytes.subarray(pl.start, pl.end)), pl.addr, (h.flags & Flag.ACK_REQUIRED) !== 0)
-        if (why) return this.reject(why)
+        // One record, or a batch of them (sink.ts): the first refusal stops the rest of the frame.
+        this.repPair = pair
+        this.repHeader = h
+        this.repBytes = bytes
+        this.repWhy = null
+        const bad = forEachRecord(h, bytes, off, this.onReplicated)
+        this.repPair = null
+        this.repBytes = null
+        const why = bad ?? this.repWhy
+        if (why) this.reject(why)
         this.heldBytes += pair.heldBytes() - before
         this.updateCongestion()
         if (pair.ackNow) this.sendAck(pair)
@@ -546,6 +552,30 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
    * Where a message's data lies: after the address prefix when DATAGRAM is flagged. Fills and
    * returns one reused object (hot path), or null when the prefix is malformed.
    */
+  // The REPLICATE frame being taken apart, record by record.
+  private repPair: SnoopPair | null = null
+  private repHeader: Header | null = null
+  private repBytes: Uint8Array | null = null
+  private repWhy: string | null = null
+
+  private readonly onReplicated = (seq: number, start: number, end: number): void => {
+    if (this.repWhy !== null) return
+    const h = this.repHeader!
+    const bytes = this.repBytes!
+    let addr: Addr | null = null
+    if (h.flags & Flag.DATAGRAM) {
+      const d = decodeAddr(bytes, start, end)
+      if (!d) {
+        this.repWhy = 'replicate-bad-address'
+        return
+      }
+      addr = d.addr
+      start = d.next
+    }
+    const data = this.slab.copy(bytes.subarray(start, end))
+    this.repWhy = this.repPair!.replicate(seq, h.ack, data, addr, (h.flags & Flag.ACK_REQUIRED) !== 0)
+  }
+
   private payload(h: Header, bytes: Uint8Array, off: number): { addr: Addr | null; start: number; end: number } | null {
     const pl = this.pl
     pl.addr = null

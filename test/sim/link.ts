@@ -6,6 +6,10 @@
 // and ends the batch with onBatchEnd(), as MessageReader.poll() does. The simulator decides when a
 // link delivers and how many frames at a time, so interleavings vary with the seed.
 //
+// Records batch as on a ring (engine/re/sink.ts): a TX or REPLICATE record that follows a queued,
+// undelivered record frame of the same socket with the next seq joins it; the first joiner turns
+// a plain frame into a BATCH frame. So both frame forms reach the receivers under every schedule.
+//
 // Two ring behaviours are kept on purpose: a batch frees its room only when it ends (the ring
 // publishes its head once per drain), and a delivered payload is a view into a scratch area that
 // is overwritten as soon as the handler returns (MessageReader's contract: neither the header nor
@@ -23,7 +27,16 @@ import {
   validate,
   type Header,
 } from '../../engine/protocol/header.ts'
-import { addrBytes, framePayloadBytes, writeFrame, type FrameSink } from '../../engine/re/sink.ts'
+import {
+  BATCH_MAX_PAYLOAD_BYTES,
+  batchEntryBytes,
+  batchable,
+  framePayloadBytes,
+  writeBatchEntry,
+  writeFrame,
+  type FrameSink,
+} from '../../engine/re/sink.ts'
+import { Flag } from '../../engine/protocol/header.ts'
 import type { Addr } from '../../engine/socket/records.ts'
 
 export interface LinkReceiver {
@@ -71,6 +84,11 @@ export class SimLink implements FrameSink {
   private scratchPos = 0
   private readonly header = emptyHeader()
   private readonly sentHeader = emptyHeader()
+  /** The last queued frame, while records may still join it (index in `frames`, -1: none). */
+  private tailIndex = -1
+  private tailShared = 0
+  private tailLastSeq = 0
+  counted = { batched: 0 }
 
   constructor(name: string, capacityBytes: number) {
     this.name = name
@@ -107,9 +125,15 @@ export class SimLink implements FrameSink {
       this.counters.full++
       return false
     }
-    const frame = new Uint8Array(size)
-    writeFrame(new DataView(frame.buffer), frame, 0, type, flags, handle, seq, ack, credit, data, addr)
-    this.commit(frame, cost)
+    const isRecord = batchable(type, flags, data)
+    if (!(isRecord && this.join(type, flags, handle, seq, ack, data!, addr ?? null))) {
+      const frame = new Uint8Array(size)
+      writeFrame(new DataView(frame.buffer), frame, 0, type, flags, handle, seq, ack, credit, data, addr)
+      this.commit(frame, cost)
+      this.tailIndex = isRecord ? this.frames.length - 1 : -1
+      this.tailShared = flags & ~Flag.ACK_REQUIRED
+      this.tailLastSeq = seq >>> 0
+    }
     this.counters.sent++
     if (this.onSend) {
       const h = this.sentHeader
@@ -120,8 +144,48 @@ export class SimLink implements FrameSink {
       h.ack = ack >>> 0
       h.credit = credit >>> 0
       h.length = size - HEADER_BYTES
-      this.onSend(h, frame.subarray(HEADER_BYTES + (addr ? addrBytes(addr) : 0)), addr ?? null)
+      this.onSend(h, data ? data.slice() : new Uint8Array(0), addr ?? null)
     }
+    return true
+  }
+
+  /** Appends a record to the last queued frame when it may join it (see the file comment). */
+  private join(type: number, flags: number, handle: number, seq: number, ack: number, data: Uint8Array, addr: Addr | null): boolean {
+    const i = this.tailIndex
+    if (i < this.head || i !== this.frames.length - 1) return false
+    const old = this.frames[i]
+    const ov = new DataView(old.buffer, old.byteOffset, old.byteLength)
+    if (ov.getUint8(Off.type) !== type || ov.getUint32(Off.handle, true) !== handle >>> 0) return false
+    if ((flags & ~Flag.ACK_REQUIRED) !== this.tailShared || seq >>> 0 !== ((this.tailLastSeq + 1) >>> 0)) return false
+    const oldFlags = ov.getUint16(Off.flags, true)
+    const wasBatch = (oldFlags & Flag.BATCH) !== 0
+    // The entries so far: the batch's own, or the plain frame's payload turned into one entry.
+    const oldEntries = wasBatch ? old.subarray(HEADER_BYTES) : null
+    const firstBytes = wasBatch ? 0 : batchEntryBytes(old.length - HEADER_BYTES)
+    const payload = (oldEntries ? oldEntries.length : firstBytes) + batchEntryBytes(framePayloadBytes(data, addr))
+    if (payload > BATCH_MAX_PAYLOAD_BYTES || HEADER_BYTES + payload > this.maxFrameBytes) return false
+    const oldCost = frameCost(old.length)
+    const newCost = frameCost(HEADER_BYTES + payload)
+    if (this.usedBytes - oldCost + newCost > this.capacityBytes) return false
+    const frame = new Uint8Array(HEADER_BYTES + payload)
+    const dv = new DataView(frame.buffer)
+    let p = HEADER_BYTES
+    if (oldEntries) {
+      frame.set(oldEntries, p)
+      p += oldEntries.length
+    } else {
+      // The plain frame's payload already holds the address prefix: copy it as one entry's bytes.
+      p += writeBatchEntry(dv, frame, p, old.subarray(HEADER_BYTES), null)
+    }
+    writeBatchEntry(dv, frame, p, data, addr)
+    const count = (wasBatch ? ov.getUint32(Off.credit, true) : 1) + 1
+    const ackRequired = (oldFlags | flags) & Flag.ACK_REQUIRED
+    encodeHeader(dv, 0, type, this.tailShared | ackRequired | Flag.BATCH, handle, ov.getUint32(Off.seq, true), ack, count, payload)
+    this.frames[i] = frame
+    this.usedBytes += newCost - oldCost
+    if (this.usedBytes > this.peakBytes) this.peakBytes = this.usedBytes
+    this.tailLastSeq = seq >>> 0
+    this.counted.batched++
     return true
   }
 
@@ -197,6 +261,7 @@ export class SimLink implements FrameSink {
     rx.onBatchEnd()
     if (this.head > 256 && this.head * 2 > this.frames.length) {
       this.frames = this.frames.slice(this.head)
+      this.tailIndex -= this.head
       this.head = 0
     }
     return n
