@@ -18,8 +18,11 @@ import { RingResult, type Ring } from './ring.ts'
 
 /** Messages one MessageReader.poll() handles before returning (drain loops are capped). */
 export const READER_MAX_MESSAGES_PER_POLL = 1024
-/** Bytes one poll() handles at most: a batched frame carries many records, so frames alone do not bound a poll's work. */
-export const READER_MAX_BYTES_PER_POLL = 256 * 1024
+/**
+ * Bytes one poll() handles at most: a batched frame carries many records, so frames alone no longer
+ * bound a poll's work (1 MiB: what 1024 frames of 1 KiB records were before batching).
+ */
+export const READER_MAX_BYTES_PER_POLL = 1024 * 1024
 
 /**
  * Reserves HEADER_BYTES + payloadLen on `ring`, writes the header and returns the offset in

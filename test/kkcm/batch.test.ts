@@ -228,15 +228,28 @@ describe('RingSink batching', () => {
   })
 
   it('room() is a promise even when the batch is the last free space and the next frame cannot join it', () => {
-    const ring = Ring.create(1 << 14)
+    const ring = Ring.create(1 << 16)
     const sink = new RingSink(ring)
-    // Fill the ring so that exactly one full batch (8 + 32 + 4096 bytes) fits, at its end.
-    for (let i = 0; i < 11; i++) expect(sink.send(MsgType.PEER_MSG, 0, 0, 0, 0, 0, bytesOf(1000, i))).toBe(true)
-    expect(sink.send(MsgType.PEER_MSG, 0, 0, 0, 0, 0, bytesOf(768, 99))).toBe(true)
-    // 55 entries of 72 bytes and one of 56 leave 80 bytes of the batch unused.
+    // Fill the ring so that exactly one full batch (8 + 32 + BATCH_MAX_PAYLOAD_BYTES) fits, at its end.
+    const batchCost = 8 + HEADER_BYTES + BATCH_MAX_PAYLOAD_BYTES
+    let left = ring.capacity - batchCost
+    let tag = 0
+    while (left > 0) {
+      const n = left >= 1040 + 48 ? 1000 : left - 8 - HEADER_BYTES
+      expect(sink.send(MsgType.PEER_MSG, 0, 0, 0, 0, 0, bytesOf(n, tag++))).toBe(true)
+      left -= 8 + HEADER_BYTES + ((n + 7) & ~7)
+    }
+    expect(left).toBe(0)
+    // Entries of 72 bytes, the last ones adjusted, leave 80 bytes of the batch unused.
+    let used = 0
     let seq = 0
-    for (let i = 0; i < 55; i++) expect(sink.send(MsgType.TX, 0, 1, ++seq, 0, 0, bytesOf(64, i))).toBe(true)
-    expect(sink.send(MsgType.TX, 0, 1, ++seq, 0, 0, bytesOf(48, 0))).toBe(true)
+    while (used < BATCH_MAX_PAYLOAD_BYTES - 80) {
+      const room = BATCH_MAX_PAYLOAD_BYTES - 80 - used
+      const n = room >= 72 + 72 || room === 72 ? 64 : room - 8
+      expect(sink.send(MsgType.TX, 0, 1, ++seq, 0, 0, bytesOf(n, seq))).toBe(true)
+      used += batchEntryBytes(n)
+    }
+    expect(used).toBe(BATCH_MAX_PAYLOAD_BYTES - 80)
     // 80 bytes hold a 64-byte record as an entry (72), but not as a frame of its own (8 + 32 + 64).
     const promised = sink.room(64)
     const ok = sink.send(MsgType.PEER_MSG, 0, 0, 0, 0, 0, bytesOf(64, 7))
@@ -259,8 +272,9 @@ describe('RingSink batching', () => {
       { weight: 1, arbitrary: fc.record({ k: fc.constant('drain' as const), max: fc.integer({ min: 1, max: 8 }) }) },
     )
     fc.assert(
-      fc.property(fc.array(op, { minLength: 1, maxLength: 300 }), (ops) => {
-        const ring = Ring.create(1 << 14)
+      fc.property(fc.array(op, { minLength: 1, maxLength: 300 }), fc.constantFrom(1 << 14, 1 << 16), (ops, capacity) => {
+        // 16 KiB: no full batch fits (batches of one entry); 64 KiB: batches grow.
+        const ring = Ring.create(capacity)
         const sink = new RingSink(ring)
         const reader = Ring.attach(ring.sab, ring.byteOffset)
         const expected: string[] = []
