@@ -321,8 +321,16 @@ export class Chassis extends EventEmitter {
     st.alive = false
     const run = async () => {
       if (this.failing) await this.failing
-      if (st === this.primary) await this.primaryLost(st, reason)
-      else if (st === this.secondary) await this.secondaryLost(st, reason)
+      try {
+        if (st === this.primary) await this.primaryLost(st, reason)
+        else if (st === this.secondary) await this.secondaryLost(st, reason)
+      } finally {
+        // Its ring to the chassis is read (primaryLost drained it): closing it ends the pump parked
+        // on it, whose parking holds a referenced timer. Left parked, it kept the process alive
+        // after close() (seen once records came batched and the pump idled more often). The ring
+        // towards it stays open: a send there fails as FULL at worst, never in a retry loop.
+        st.chassisEp.rx.close()
+      }
     }
     const p = run().catch((err) => {
       this.emit('error', err)
