@@ -7,6 +7,7 @@
 // Supervisor states per RE slot: starting -> up -> (dead | retired). Failover sequence:
 //   primary dead -> drain its chassis ring -> core.beginPromotion -> secondary.promote (merge)
 //   -> core.promoted -> 'failover' event -> fresh secondary started -> primary.attachPeer -> 'secondary-up'
+//   -> every socket in sync -> the next warm spare boots -> 'spare-up'
 
 import { EventEmitter } from 'node:events'
 import { fileURLToPath } from 'node:url'
@@ -103,10 +104,13 @@ const ENTRY = [
 type Slot = 0 | 1 | 2
 
 /** A booted worker with the engine and the application loaded, waiting for a role. */
+/** The most a new spare waits for the sockets to be in sync before it boots anyway. */
+const SPARE_AFTER_SYNC_TIMEOUT_MS = 10_000
+
 interface Spare {
   slot: Slot
   worker: Worker
-  api: Remote<ReControl & { activate(d: Partial<ReWorkerData>): Promise<void> }>
+  api: Remote<ReControl & { activate(d: Partial<ReWorkerData>): Promise<void>; warmed(): Promise<void> }>
 }
 
 export class Chassis extends EventEmitter {
@@ -264,6 +268,13 @@ export class Chassis extends EventEmitter {
     })
     worker.on('error', (err) => this.emit('re-error', { id: `spare-${slot}`, error: String(err) }))
     this.spare = spare
+    // Full redundancy again: primary, secondary in sync, and a spare that can take the next failure.
+    spare.api.warmed().then(
+      () => {
+        if (this.spare === spare) this.emit('spare-up', { slot })
+      },
+      () => {},
+    )
   }
 
   /** The slot neither the primary, the secondary nor the spare uses. */
@@ -399,18 +410,25 @@ export class Chassis extends EventEmitter {
       if (this.opts.respawnDelayMs) await new Promise((r) => setTimeout(r, this.opts.respawnDelayMs))
       if (this.closing || !this.primary || this.secondary) return
       const peerSab = createChannelSab(this.ringBytes)
-      // A warm spare becomes the secondary at once; a new spare boots in the freed slot meanwhile.
+      // A warm spare becomes the secondary at once. The next spare boots once every socket is in
+      // sync again, not meanwhile: booting a worker (loading and compiling the engine and the app)
+      // takes a core for the better part of a second, and on two cores it stretched the resync
+      // handshakes, during which writes wait, from 25-50 ms to 40-80 ms (the client's longest pause
+      // across a failover, bench/transport).
       const spare = this.spare
       this.spare = null
       const st = spare ? this.spawn(spare.slot, 'secondary', peerSab, 'b', spare) : this.spawn(slot, 'secondary', peerSab, 'b')
       this.secondary = st
-      this.spawnSpare(this.freeSlot())
       this.counters.respawns++
+      const bootSpare = (): void => {
+        if (!this.closing) this.spawnSpare(this.freeSlot())
+      }
       await st.api.started()
-      if (!st.alive || this.closing || !this.primary) return
+      if (!st.alive || this.closing || !this.primary) return bootSpare()
       this.core.setSecondary(st.id, st.sink)
       await this.primary.api.attachPeer(peerSab, 'a')
       this.emit('secondary-up', { id: st.id })
+      this.afterSync(SPARE_AFTER_SYNC_TIMEOUT_MS, bootSpare)
     }
     start().catch((err) => this.emit('error', err))
   }
@@ -481,6 +499,22 @@ export class Chassis extends EventEmitter {
   }
 
   /** Resolves when it is safe to switch over (see isReady). */
+  /** Runs `fn` once every socket is in sync, or after `timeoutMs` (a timer that never holds the process open). */
+  private afterSync(timeoutMs: number, fn: () => void): void {
+    if (this.isReady()) return fn()
+    let done = false
+    const once = (): void => {
+      if (done) return
+      done = true
+      clearTimeout(t)
+      this.readyWaiters = this.readyWaiters.filter((w) => w !== once)
+      fn()
+    }
+    const t = setTimeout(once, timeoutMs)
+    t.unref?.()
+    this.readyWaiters.push(once)
+  }
+
   ready(timeoutMs = 30_000): Promise<void> {
     if (this.isReady()) return Promise.resolve()
     return new Promise((resolve, reject) => {

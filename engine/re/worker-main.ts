@@ -54,11 +54,10 @@ export async function runRe(): Promise<void> {
   let inner: ReControl | null = null
   let activated!: (c: ReControl) => void
   const active = new Promise<ReControl>((r) => (activated = r))
-  const need = (): ReControl => {
-    if (!inner) throw new Error('spare RE not activated')
-    return inner
-  }
-  const proxy: ReControl & { activate(d: Partial<ReWorkerData>): Promise<void> } = {
+  // Every call waits for the activation: a spare still loading its application when it is
+  // activated (it boots once the previous resync is done) must queue what the chassis asks next.
+  const need = (): Promise<ReControl> => (inner ? Promise.resolve(inner) : active)
+  const proxy: SpareControl = {
     async activate(d) {
       await warm
       inner = runActive({ ...boot, ...d, spare: false } as ReWorkerData)
@@ -66,15 +65,23 @@ export async function runRe(): Promise<void> {
       void inner.started().catch(failedStart(boot))
     },
     started: () => active.then((c) => c.started()),
-    promote: (info) => need().promote(info),
-    attachPeer: (sab, side) => need().attachPeer(sab, side),
-    peerLost: (reason) => need().peerLost(reason),
-    quiesce: (ms) => need().quiesce(ms),
-    thaw: () => need().thaw(),
-    stats: () => need().stats(),
-    hang: (ms) => need().hang(ms),
+    warmed: async () => void (await warm),
+    promote: (info) => need().then((c) => c.promote(info)),
+    attachPeer: (sab, side) => need().then((c) => c.attachPeer(sab, side)),
+    peerLost: (reason) => need().then((c) => c.peerLost(reason)),
+    quiesce: (ms) => need().then((c) => c.quiesce(ms)),
+    thaw: () => need().then((c) => c.thaw()),
+    stats: () => need().then((c) => c.stats()),
+    hang: (ms) => need().then((c) => c.hang(ms)),
   }
   expose(proxy, portEndpoint(parentPort!))
+}
+
+/** A spare's control plane: ReControl's calls, each answered once the spare is activated. */
+type SpareControl = { [K in keyof ReControl]: (...a: Parameters<ReControl[K]>) => Promise<Awaited<ReturnType<ReControl[K]>>> } & {
+  activate(d: Partial<ReWorkerData>): Promise<void>
+  /** Resolves once the application module is loaded (the chassis's 'spare-up'). */
+  warmed(): Promise<void>
 }
 
 function failedStart(wd: ReWorkerData): (err: unknown) => void {

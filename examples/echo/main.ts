@@ -105,6 +105,7 @@ c.on('failover', (e) =>
   emit('failover', { reason: e.reason, from: e.from, to: e.to, takeoverMs: Number(e.takeoverMs.toFixed(2)), adopted: e.adopted, lost: e.lost }),
 )
 c.on('secondary-up', (e: { id: string }) => emit('secondary-up', { id: e.id }))
+c.on('spare-up', (e: { slot: number }) => emit('spare-up', { slot: e.slot }))
 c.on('replication-down', (e: { id: string; reason: string }) => emit('replication-down', e))
 c.on('re-hung', (e: { id: string; silentMs: number }) => emit('re-hung', e))
 c.on('re-error', (e: { id: string; error: string }) => emit('re-error', e))
@@ -119,17 +120,20 @@ emit('ready', { primary: c.primary?.id, secondary: c.secondary?.id })
 // A session (npm run -s example:echo -- --listen 127.0.0.1:7007; a client connects and sends
 // "hello\nworld\n", then kill -USR1 <pid>, sends "again\n", kill -USR2 <pid>, sends "and again\n",
 // closes; then kill -INT <pid>). stdout:
-// {"event":"started","pid":29884,"runtime":"node","mode":"tcp","host":"127.0.0.1","port":7007}
+// {"event":"started","pid":28144,"runtime":"node","mode":"tcp","host":"127.0.0.1","port":7007}
 // {"event":"listening","transport":"tcp","address":"127.0.0.1","port":7007}
 // {"event":"ready","primary":"re1","secondary":"re2"}
-// {"event":"connection","handle":2,"remote":"127.0.0.1:48220","outgoing":false}
+// {"event":"spare-up","slot":2}
+// {"event":"connection","handle":2,"remote":"127.0.0.1:55668","outgoing":false}
 // {"event":"signal","signal":"SIGUSR1","action":"kill"}
-// {"event":"failover","reason":"killed","from":"re1","to":"re2","takeoverMs":3.82,"adopted":2,"lost":0}
+// {"event":"failover","reason":"killed","from":"re1","to":"re2","takeoverMs":6.3,"adopted":2,"lost":0}
 // {"event":"secondary-up","id":"re3"}
+// {"event":"spare-up","slot":0}
 // {"event":"signal","signal":"SIGUSR2","action":"switchover"}
-// {"event":"failover","reason":"switchover","from":"re2","to":"re3","takeoverMs":4.74,"adopted":2,"lost":0}
+// {"event":"failover","reason":"switchover","from":"re2","to":"re3","takeoverMs":5.33,"adopted":2,"lost":0}
 // {"event":"secondary-up","id":"re4"}
-// {"event":"disconnect","handle":2,"remote":"127.0.0.1:48220","reason":"close"}
+// {"event":"spare-up","slot":1}
+// {"event":"disconnect","handle":2,"remote":"127.0.0.1:55668","reason":"close"}
 // {"event":"exit","signal":"SIGINT","failovers":2}
 // The client, on one connection that never noticed either failover, read:
 // 1 hello
