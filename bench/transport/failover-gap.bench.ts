@@ -29,9 +29,9 @@ export default async function run({ progress }: { progress: Progress }): Promise
     const stream = new Stream({ port, connections: CONNECTIONS, lineBytes: LINE_BYTES, window: WINDOW })
     await sleep(1000)
     for (let k = 0; k < FAILOVERS; k++) {
-      // Redundant again (the previous failover's fresh secondary is up and in sync), then a
-      // fault-free window for the baseline.
-      await server.waitFor(() => server.count('secondary-up') >= k)
+      // Redundant again (the previous failover's fresh secondary is up and in sync, and the warm
+      // spare that will take the next one has booted), then a fault-free window for the baseline.
+      await server.waitFor(() => server.count('secondary-up') >= k && server.count('spare-up') >= k + 1)
       await sleep(BETWEEN_MS)
       stream.record(true)
       const t0 = performance.now()
