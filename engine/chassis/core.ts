@@ -65,8 +65,9 @@ export interface Conn {
   /** Bytes held plus bytes the transport has not yet taken (bounded by the transport window). */
   txOutstanding: number
   mode: FanMode
-  q: Chunk[]
-  qHead: number // index of q[0] in absolute chunk numbering
+  q: Chunk[] // received chunks; q[k] is chunk number qBase + k, and those before qHead are dropped
+  qBase: number
+  qHead: number // absolute number of the oldest chunk still queued
   qBytes: number
   priIdx: number // absolute index of the next chunk for the primary
   secIdx: number // absolute index of the next chunk for the secondary
@@ -80,6 +81,9 @@ export interface Conn {
   local: Addr | null
   remote: Addr | null
 }
+
+/** A dropped slot in Conn.q (kept until the array is compacted). */
+const DROPPED: Chunk = { data: new Uint8Array(0), addr: null, flags: 0 }
 
 export interface ChassisLimits {
   rxWindowBytes: number // per connection per RE: unread bytes an RE may hold
@@ -490,6 +494,7 @@ export class ChassisCore {
       txOutstanding: 0,
       mode: 'primary',
       q: [],
+      qBase: 0,
       qHead: 0,
       qBytes: 0,
       priIdx: 0,
@@ -570,7 +575,7 @@ export class ChassisCore {
 
   /** Delivers queued chunks: secondary first, then the primary up to the secondary's cursor. */
   pumpRx(c: Conn): void {
-    const end = c.qHead + c.q.length
+    const end = c.qBase + c.q.length
     if (!c.announced) {
       // Nothing yet: RX must not overtake the event that tells the primary about this connection.
     } else if (c.mode === 'both' && this.secondary) {
@@ -581,10 +586,20 @@ export class ChassisCore {
     }
     // Drop chunks every RE that needs them has.
     const low = c.mode === 'both' ? Math.min(c.priIdx, c.secIdx) : c.priIdx
-    while (c.qHead < low && c.q.length) {
-      const ch = c.q.shift()!
-      c.qBytes -= ch.data.length
+    // By index, not shift(): a queue of many small chunks (a peer's single lines) made each drop
+    // O(queue), and a stalled RE's backlog turned this loop quadratic (the host thread was seen
+    // busy here for seconds at a takeover).
+    const q = c.q
+    while (c.qHead < low && c.qHead < end) {
+      const k = c.qHead - c.qBase
+      c.qBytes -= q[k].data.length
+      q[k] = DROPPED
       c.qHead++
+    }
+    const dead = c.qHead - c.qBase
+    if (dead > 1024 && dead * 2 > q.length) {
+      c.q = q.slice(dead)
+      c.qBase = c.qHead
     }
     const t = c.transport
     if (!t) return
@@ -601,7 +616,7 @@ export class ChassisCore {
   private deliver(c: Conn, re: ReSlot, from: number, to: number, out: 'priOut' | 'secOut'): number {
     let i = from
     while (i < to) {
-      const ch = c.q[i - c.qHead]
+      const ch = c.q[i - c.qBase]
       const n = ch.data.length
       if (n > 0 && c[out] + n > this.limits.rxWindowBytes) break
       const flags = ch.flags | (ch.addr ? Flag.DATAGRAM : 0)

@@ -10,6 +10,7 @@ import type { ConnEvents, Transport, TransportConn, TransportListener } from './
 
 const PEER_WINDOW_BYTES = 256 * 1024
 const noop = (): void => {}
+const EMPTY = new Uint8Array(0)
 
 /** The far end of an in-memory connection, in the test's or demo's hands. */
 export class MemoryPeer extends EventEmitter {
@@ -23,7 +24,10 @@ export class MemoryPeer extends EventEmitter {
   private inner: MemoryConn | null = null
   private readPaused = false
   private unread: Array<{ data: Uint8Array; done: () => void }> = []
+  // Bytes written and not yet taken by the engine side, from pending[pendingHead] on (an index, not
+  // shift(): a paused engine side can leave tens of thousands of single lines here).
   private pending: Uint8Array[] = []
+  private pendingHead = 0
   private pendingBytes = 0
 
   constructor(remote: Addr) {
@@ -49,10 +53,20 @@ export class MemoryPeer extends EventEmitter {
     const c = this.inner
     // Until the chassis has attached its handlers the bytes stay queued (they used to be dropped).
     if (!c || !c.events) return
-    while (this.pending.length && !c.paused) {
-      const d = this.pending.shift()!
+    // this.pending is read afresh each turn: data() may resume the connection, flushing reentrantly.
+    while (this.pendingHead < this.pending.length && !c.paused) {
+      const d = this.pending[this.pendingHead]
+      this.pending[this.pendingHead++] = EMPTY
       this.pendingBytes -= d.length
       c.events.data(d, null)
+    }
+    const pending = this.pending
+    if (this.pendingHead === pending.length) {
+      this.pending = []
+      this.pendingHead = 0
+    } else if (this.pendingHead > 1024 && this.pendingHead * 2 > pending.length) {
+      this.pending = pending.slice(this.pendingHead)
+      this.pendingHead = 0
     }
     if (this.pendingBytes < PEER_WINDOW_BYTES) this.emit('drain')
   }
