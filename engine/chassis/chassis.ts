@@ -109,6 +109,8 @@ const SPARE_AFTER_SYNC_TIMEOUT_MS = 10_000
 
 interface Spare {
   slot: Slot
+  /** The application module is loaded ('spare-up'). */
+  warm: boolean
   worker: Worker
   api: Remote<ReControl & { activate(d: Partial<ReWorkerData>): Promise<void>; warmed(): Promise<void> }>
 }
@@ -262,7 +264,7 @@ export class Chassis extends EventEmitter {
       re: { keepaliveIntervalMs: this.keepaliveMs, deadIntervalMs: this.deadMs, ...this.opts.re },
     }
     const worker = spawnWorker(ENTRY[slot], { workerData: data, name: `nsr-spare-${slot}` })
-    const spare: Spare = { slot, worker, api: wrap(portEndpoint(worker)) }
+    const spare: Spare = { slot, worker, api: wrap(portEndpoint(worker)), warm: false }
     worker.on('exit', () => {
       if (this.spare === spare) this.spare = null
     })
@@ -271,6 +273,7 @@ export class Chassis extends EventEmitter {
     // Full redundancy again: primary, secondary in sync, and a spare that can take the next failure.
     spare.api.warmed().then(
       () => {
+        spare.warm = true
         if (this.spare === spare) this.emit('spare-up', { slot })
       },
       () => {},
@@ -498,7 +501,12 @@ export class Chassis extends EventEmitter {
     return true
   }
 
-  /** Resolves when it is safe to switch over (see isReady). */
+  /** True when a warm spare is booted and waiting for the next failover (always, when the chassis keeps none). */
+  get spareReady(): boolean {
+    if (!(this.opts.spare ?? runtimeName() === 'node')) return true
+    return this.spare !== null && this.spare.warm
+  }
+
   /** Runs `fn` once every socket is in sync, or after `timeoutMs` (a timer that never holds the process open). */
   private afterSync(timeoutMs: number, fn: () => void): void {
     if (this.isReady()) return fn()
@@ -515,6 +523,7 @@ export class Chassis extends EventEmitter {
     this.readyWaiters.push(once)
   }
 
+  /** Resolves when it is safe to switch over (see isReady). */
   ready(timeoutMs = 30_000): Promise<void> {
     if (this.isReady()) return Promise.resolve()
     return new Promise((resolve, reject) => {
