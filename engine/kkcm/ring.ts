@@ -323,13 +323,7 @@ export class Ring {
   canReserve(len: number): boolean {
     if (this.openCloser !== null) this.closeOpen()
     if (this.ctl[CLOSED] !== 0) return false
-    const rec = PREFIX_BYTES + ((len + 7) & ~7)
-    const pos = this.tail & this.mask
-    const contig = this.capacity - pos
-    const need = rec <= contig ? rec : contig + rec
-    if (((this.tail - this.cachedHead) | 0) + need <= this.capacity) return true
-    this.cachedHead = Atomics.load(this.ctl, HEAD)
-    if (((this.tail - this.cachedHead) | 0) + need <= this.capacity) return true
+    if (this.hasRoom(len)) return true
     this.flush()
     this.fullPending = true
     this.headAtFull = this.cachedHead
@@ -377,7 +371,11 @@ export class Ring {
 
   /** True when a frame of `len` payload bytes fits now (no side effects, unlike canReserve). */
   fits(len: number): boolean {
-    if (this.ctl[CLOSED] !== 0 || len > this.maxFrameBytes) return false
+    return this.ctl[CLOSED] === 0 && len <= this.maxFrameBytes && this.hasRoom(len)
+  }
+
+  /** Room for a frame of `len` payload bytes at the tail, skipping to 0 if it would straddle the end. */
+  private hasRoom(len: number): boolean {
     const rec = PREFIX_BYTES + ((len + 7) & ~7)
     const pos = this.tail & this.mask
     const contig = this.capacity - pos

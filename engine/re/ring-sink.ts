@@ -12,12 +12,9 @@
 
 import { Flag, HEADER_BYTES, MsgType, encodeHeader, type Header } from '../protocol/header.ts'
 import { MessageReader, READER_MAX_MESSAGES_PER_POLL } from '../kkcm/message.ts'
-import { flushRings, type Ring } from '../kkcm/ring.ts'
+import { flushRings, ringFrameBytes, type Ring } from '../kkcm/ring.ts'
 import type { Addr } from '../socket/records.ts'
 import { BATCH_MAX_PAYLOAD_BYTES, batchEntryBytes, batchable, framePayloadBytes, writeBatchEntry, writeFrame, type FrameSink } from './sink.ts'
-
-/** Ring bytes a frame needs beyond its header and payload: the ring's prefix (ring.ts). */
-const RING_PREFIX_BYTES = 8
 
 export class RingSink implements FrameSink {
   readonly ring: Ring
@@ -125,7 +122,7 @@ export class RingSink implements FrameSink {
     if (this.bOpen) {
       // Room left in the open batch for this record as an entry, or as a frame of its own once the
       // batch closes (what it leaves unused is contiguous and free then).
-      if (this.bCap - this.bUsed >= RING_PREFIX_BYTES + need) return true
+      if (this.bCap - this.bUsed >= ringFrameBytes(need)) return true
       this.ring.closeOpen()
     }
     if (this.ring.canReserve(need)) return true
