@@ -32,7 +32,7 @@ import { pack, unpack } from 'msgpackr'
 import { Flag, MsgType, seqAdd, seqLe, seqLt, type Header } from '../protocol/header.ts'
 import { RecordQueue, Slab, type Addr } from '../socket/records.ts'
 import type { FrameSink } from '../re/sink.ts'
-import { decodeAddr, forEachRecord } from '../re/sink.ts'
+import { forEachRecord } from '../re/sink.ts'
 import type { Transport, TransportConn, TransportListener } from './transport.ts'
 
 export type FanMode = 'primary' | 'hold' | 'both'
@@ -243,7 +243,7 @@ export class ChassisCore {
   private txFlags = 0
   private readonly txSlab = new Slab()
 
-  private readonly onTxRecord = (seq: number, start: number, end: number): void => {
+  private readonly onTxRecord = (seq: number, start: number, end: number, addr: Addr | null): void => {
     const c = this.txConn
     if (!c || !c.transport) {
       this.counters.txUnknownHandle++ // the transport went away within the batch
@@ -255,17 +255,7 @@ export class ChassisCore {
       return
     }
     if (seq !== seqAdd(c.lastSeq, 1)) this.counters.txGaps++
-    let addr: Addr | null = null
     const bytes = this.txBytes!
-    if (flags & Flag.DATAGRAM) {
-      const d = decodeAddr(bytes, start, end)
-      if (!d) {
-        this.counters.rejected++
-        return
-      }
-      addr = d.addr
-      start = d.next
-    }
     c.lastSeq = seq
     const n = end - start
     c.txOutstanding += n

@@ -453,7 +453,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         const bad = forEachRecord(h, bytes, off, this.onReplicated)
         this.repPair = null
         this.repBytes = null
-        const why = bad ?? this.repWhy
+        const why = bad !== null ? `replicate-${bad}` : this.repWhy
         if (why) this.reject(why)
         this.heldBytes += pair.heldBytes() - before
         this.updateCongestion()
@@ -558,20 +558,10 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   private repBytes: Uint8Array | null = null
   private repWhy: string | null = null
 
-  private readonly onReplicated = (seq: number, start: number, end: number): void => {
+  private readonly onReplicated = (seq: number, start: number, end: number, addr: Addr | null): void => {
     if (this.repWhy !== null) return
     const h = this.repHeader!
     const bytes = this.repBytes!
-    let addr: Addr | null = null
-    if (h.flags & Flag.DATAGRAM) {
-      const d = decodeAddr(bytes, start, end)
-      if (!d) {
-        this.repWhy = 'replicate-bad-address'
-        return
-      }
-      addr = d.addr
-      start = d.next
-    }
     const data = this.slab.copy(bytes.subarray(start, end))
     this.repWhy = this.repPair!.replicate(seq, h.ack, data, addr, (h.flags & Flag.ACK_REQUIRED) !== 0)
   }

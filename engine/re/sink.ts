@@ -136,16 +136,20 @@ export function writeBatchEntry(view: DataView, bytes: Uint8Array, off: number, 
 }
 
 /**
- * The records of a TX or REPLICATE frame, batched or not: calls `each(seq, start, end)` with the
- * bounds of each record's bytes (address prefix included) in `bytes`. Returns null, or why the
- * frame is malformed (nothing was handed out then: entries are checked before the first call).
+ * The records of a TX or REPLICATE frame, batched or not: calls `each(seq, start, end, addr)` with
+ * the bounds of each record's bytes in `bytes` and, for a DATAGRAM frame, its decoded address.
+ * Returns null, or why the frame is malformed: a bad chain hands out nothing (entries are checked
+ * before the first call); a bad address prefix ends the frame at that record.
  */
-export function forEachRecord(h: Header, bytes: Uint8Array, off: number, each: (seq: number, start: number, end: number) => void): string | null {
+export function forEachRecord(
+  h: Header,
+  bytes: Uint8Array,
+  off: number,
+  each: (seq: number, start: number, end: number, addr: Addr | null) => void,
+): string | null {
   const end = off + h.length
-  if (!(h.flags & Flag.BATCH)) {
-    each(h.seq, off, end)
-    return null
-  }
+  const datagram = (h.flags & Flag.DATAGRAM) !== 0
+  if (!(h.flags & Flag.BATCH)) return record(h.seq, bytes, off, end, datagram, each)
   const count = h.credit
   if (count === 0) return 'batch-empty'
   // Validate the whole chain first: a bad entry must not leave half a batch applied.
@@ -162,9 +166,28 @@ export function forEachRecord(h: Header, bytes: Uint8Array, off: number, each: (
   for (let i = 0; i < count; i++) {
     const n = bytes[p] | (bytes[p + 1] << 8) | (bytes[p + 2] << 16) | (bytes[p + 3] << 24)
     const start = p + BATCH_ENTRY_PREFIX_BYTES
-    each(seq, start, start + n)
+    const bad = record(seq, bytes, start, start + n, datagram, each)
+    if (bad !== null) return bad
     p = start + ((n + 7) & ~7)
     seq = (seq + 1) >>> 0
   }
+  return null
+}
+
+function record(
+  seq: number,
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+  datagram: boolean,
+  each: (seq: number, start: number, end: number, addr: Addr | null) => void,
+): string | null {
+  if (!datagram) {
+    each(seq, start, end, null)
+    return null
+  }
+  const d = decodeAddr(bytes, start, end)
+  if (!d) return 'bad-address'
+  each(seq, d.next, end, d.addr)
   return null
 }

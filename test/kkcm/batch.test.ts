@@ -32,16 +32,8 @@ function readAll(ring: Ring): { recs: Rec[]; frames: Header[] } {
     expect(why).toBeNull()
     frames.push({ ...h })
     if (h.type !== MsgType.TX && h.type !== MsgType.REPLICATE) return
-    const bad = forEachRecord(h, bytes, off + HEADER_BYTES, (seq, start, end) => {
-      let address: string | null = null
-      let port = 0
-      if (h.flags & Flag.DATAGRAM) {
-        port = bytes[start] | (bytes[start + 1] << 8)
-        const n = bytes[start + 2]
-        address = String.fromCharCode(...bytes.subarray(start + 3, start + 3 + n))
-        start += 3 + n
-      }
-      recs.push({ type: h.type, handle: h.handle, seq, flags: h.flags & ~(Flag.BATCH | Flag.ACK_REQUIRED), ack: h.ack, data: bytes.slice(start, end), address, port })
+    const bad = forEachRecord(h, bytes, off + HEADER_BYTES, (seq, start, end, addr) => {
+      recs.push({ type: h.type, handle: h.handle, seq, flags: h.flags & ~(Flag.BATCH | Flag.ACK_REQUIRED), ack: h.ack, data: bytes.slice(start, end), address: addr?.address ?? null, port: addr?.port ?? 0 })
     })
     expect(bad).toBeNull()
   })
@@ -156,6 +148,28 @@ describe('batch codec', () => {
       }),
       { numRuns: 300 },
     )
+  })
+})
+
+describe('batch codec, datagrams', () => {
+  it('hands out each record with its address; a bad address prefix ends the frame there', () => {
+    const buf = new Uint8Array(HEADER_BYTES + 256)
+    const dv = new DataView(buf.buffer)
+    let p = HEADER_BYTES
+    p += writeBatchEntry(dv, buf, p, bytesOf(4, 1), { address: '10.1.2.3', port: 179 })
+    const second = p
+    p += writeBatchEntry(dv, buf, p, bytesOf(4, 2), { address: '10.1.2.4', port: 180 })
+    p += writeBatchEntry(dv, buf, p, bytesOf(4, 3), { address: '10.1.2.5', port: 181 })
+    const h: Header = { type: MsgType.REPLICATE, flags: Flag.BATCH | Flag.DATAGRAM, handle: 1, seq: 7, ack: 0, credit: 3, length: p - HEADER_BYTES }
+    const seen: string[] = []
+    const each = (seq: number, s: number, e: number, addr: { address: string; port: number } | null): void => void seen.push(`${seq} ${addr?.address}:${addr?.port} ${[...buf.subarray(s, e)]}`)
+    expect(forEachRecord(h, buf, HEADER_BYTES, each)).toBeNull()
+    expect(seen).toEqual([`7 10.1.2.3:179 ${[...bytesOf(4, 1)]}`, `8 10.1.2.4:180 ${[...bytesOf(4, 2)]}`, `9 10.1.2.5:181 ${[...bytesOf(4, 3)]}`])
+    // The second record's address claims 200 bytes: record 7 went out, nothing after it.
+    buf[second + 8 + 2] = 200
+    seen.length = 0
+    expect(forEachRecord(h, buf, HEADER_BYTES, each)).toBe('bad-address')
+    expect(seen.length).toBe(1)
   })
 })
 
