@@ -12,6 +12,8 @@
 //   txSeq   last record handed to the chassis (held there until released, when replicated)
 // `snd` holds records txSeq+1 .. sndSeq. A write() that finds `snd` empty and room everywhere
 // sends the record straight from the caller's buffer: it is never copied into the send buffer.
+// Any other write() copies the record into `snd` and leaves the sending to one pump at the end of
+// the task, which moves everything queued in it (a burst does not pay a failing pump per write).
 
 import { EventEmitter } from 'node:events'
 import { NsrError, assert, refusal } from '../errors.ts'
@@ -211,8 +213,17 @@ export class Socket extends EventEmitter {
       }
     }
     this.snd.push(seq, record, to)
-    this.pump()
+    if (!this.pumpQueued) {
+      this.pumpQueued = true
+      queueMicrotask(this.deferredPump)
+    }
     return seq
+  }
+
+  private pumpQueued = false
+  private readonly deferredPump = (): void => {
+    this.pumpQueued = false
+    if (this.state !== 'closed') this.pump()
   }
 
   /**
