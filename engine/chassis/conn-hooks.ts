@@ -7,8 +7,14 @@
 // all of that socket's events so the connection table's key stays the same across failovers):
 //   listen socket:        bind, listen      ... unlisten, unbind
 //   UDP socket:           bind              ... unbind
+//   connected UDP socket: bind, connect(outgoing: true)  ... disconnect, unbind
 //   outgoing connection:  bind, connect(outgoing: true)  ... disconnect, unbind
 //   accepted connection:  connect(outgoing: false)        ... disconnect
+// A connected UDP socket is one opened with a remote (re.udp({ remote })): its connect and
+// disconnect carry protocol 'udp' and that remote as faddr / fport. An unconnected one fires no
+// connect however many destinations it sends to (the seed registers each new sendto destination;
+// nothing here needs that). The registry's connection table and walker stay TCP only, and the
+// replication policy matches TCP only, so a UDP connect reaches hooks and nothing else.
 // args carries `handle` (the replication handle, the same on both REs) and, on disconnect, `reason`.
 // A hook that throws is the registry's to report (Chassis 'hook-error'); the socket goes on.
 
@@ -21,6 +27,8 @@ type How = 'outgoing' | 'incoming' | 'listen' | 'udp'
 
 interface Announced {
   how: How
+  /** The socket has a peer: connect fired for it, disconnect will. */
+  connected: boolean
   base: HookCallInput
   faddr: string
   fport: number
@@ -54,7 +62,8 @@ export class ConnHooks implements ConnObserver {
     const base: HookCallInput = { stackId: reId as StackId, protocol, family: family(local.address), laddr: local.address, lport: local.port, args: { handle: c.handle } }
     const faddr = c.remote?.address ?? (base.family === 6 ? '::' : '0.0.0.0')
     const fport = c.remote?.port ?? 0
-    if (this.live.size < MAX_ANNOUNCED_SOCKETS) this.live.set(c.handle, { how, base, faddr, fport })
+    const connected = how === 'outgoing' || how === 'incoming' || (how === 'udp' && c.remote !== null)
+    if (this.live.size < MAX_ANNOUNCED_SOCKETS) this.live.set(c.handle, { how, connected, base, faddr, fport })
     else this.counters.untracked++
     const r = this.registry
     this.opening = c.handle
@@ -66,11 +75,9 @@ export class ConnHooks implements ConnObserver {
           this.call(() => r.listen(base))
           break
         case 'udp':
-          this.call(() => r.bind(base))
-          break
         case 'outgoing':
           this.call(() => r.bind(base))
-          this.call(() => r.connect({ ...base, faddr, fport, args: { handle: c.handle, outgoing: true } }))
+          if (connected) this.call(() => r.connect({ ...base, faddr, fport, args: { handle: c.handle, outgoing: true } }))
           break
         case 'incoming':
           this.call(() => r.connect({ ...base, faddr, fport, args: { handle: c.handle, outgoing: false } }))
@@ -97,10 +104,8 @@ export class ConnHooks implements ConnObserver {
         this.call(() => r.unbind(base))
         break
       case 'udp':
-        this.call(() => r.unbind(base))
-        break
       case 'outgoing':
-        this.call(() => r.disconnect({ ...base, faddr: a.faddr, fport: a.fport }))
+        if (a.connected) this.call(() => r.disconnect({ ...base, faddr: a.faddr, fport: a.fport }))
         this.call(() => r.unbind(base))
         break
       case 'incoming':

@@ -85,6 +85,14 @@ export interface Conn {
 /** A dropped slot in Conn.q (kept until the array is compacted). */
 const DROPPED: Chunk = { data: new Uint8Array(0), addr: null, flags: 0 }
 
+/** A udp command's `remote`: absent (null) or a peer address; anything else is refused (EINVAL). */
+function udpRemote(remote: unknown): Addr | null {
+  if (remote === undefined || remote === null) return null
+  const r = remote as Partial<Addr>
+  if (typeof r.address === 'string' && r.address !== '' && Number.isInteger(r.port) && r.port! > 0 && r.port! <= 65535) return { address: r.address, port: r.port! }
+  throw Object.assign(new Error('udp remote must be { address, port } with a port 1..65535'), { code: 'EINVAL' })
+}
+
 export interface ChassisLimits {
   rxWindowBytes: number // per connection per RE: unread bytes an RE may hold
   rxQueueBytes: number // per connection: received bytes queued in the chassis before pausing the OS socket
@@ -389,10 +397,11 @@ export class ChassisCore {
       case 'udp': {
         this.mustBePrimary(isPrimary, 'udp')
         const t = this.transport(cmd.transport === 'udp' ? 'udp' : cmd.transport)
-        const tc = await t.udp(String(cmd.host), Number(cmd.port))
+        // With a remote the socket is connected: that address is its default and only peer.
+        const tc = await t.udp(String(cmd.host), Number(cmd.port), udpRemote(cmd.remote))
         const c = this.addConn('udp', tc, null)
         this.observer?.opened(c, reId, 'udp')
-        return { ok: true, handle: c.handle, local: tc.local, remote: null, txCredit: this.limits.txWindowBytes }
+        return { ok: true, handle: c.handle, local: tc.local, remote: tc.remote, txCredit: this.limits.txWindowBytes }
       }
       case 'listen': {
         this.mustBePrimary(isPrimary, 'listen')

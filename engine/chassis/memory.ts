@@ -12,6 +12,10 @@ const PEER_WINDOW_BYTES = 256 * 1024
 const noop = (): void => {}
 const EMPTY = new Uint8Array(0)
 
+function sameAddr(a: Addr, b: Addr): boolean {
+  return a.port === b.port && a.address === b.address
+}
+
 /** The far end of an in-memory connection, in the test's or demo's hands. */
 export class MemoryPeer extends EventEmitter {
   readonly remote: Addr
@@ -145,8 +149,11 @@ export class MemoryConn implements TransportConn {
 
   write(data: Uint8Array, addr: Addr | null, done: () => void): void {
     if (this.closed) return done()
-    if (this.dgram) this.dgram.net.sendDatagram(this.local, addr ?? this.remote, data)
-    else if (this.peer) return this.peer.deliver(data, done)
+    if (this.dgram) {
+      const to = addr ?? this.remote
+      // A connected datagram socket sends only to its remote (as net.ts does): any other is dropped.
+      if (!this.remote || (to && sameAddr(to, this.remote))) this.dgram.net.sendDatagram(this.local, to, data)
+    } else if (this.peer) return this.peer.deliver(data, done)
     done()
   }
 
@@ -190,6 +197,7 @@ export class MemoryUdp extends EventEmitter {
 
   deliver(data: Uint8Array, from: Addr): void {
     if (this.conn) {
+      if (this.conn.remote && !sameAddr(from, this.conn.remote)) return // connected: its remote's datagrams only
       if (!this.conn.paused) this.conn.events?.data(data, from)
       return
     }
@@ -225,10 +233,10 @@ export class MemoryNetwork implements Transport {
     return { local: { address: this.host, port }, close: () => this.listeners.delete(port) }
   }
 
-  async udp(_host: string, port: number): Promise<TransportConn> {
+  async udp(_host: string, port: number, remote?: Addr | null): Promise<TransportConn> {
     if (this.udps.has(port)) throw Object.assign(new Error(`memory: udp port ${port} in use`), { code: 'EADDRINUSE' })
     const ep = new MemoryUdp(this, { address: this.host, port })
-    const conn = new MemoryConn(ep.local, null, null, ep)
+    const conn = new MemoryConn(ep.local, remote ? { address: this.host, port: remote.port } : null, null, ep)
     ep.conn = conn
     this.udps.set(port, ep)
     return conn

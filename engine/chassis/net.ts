@@ -10,6 +10,10 @@
 // - Send: write(data, addr, done) calls `done` when the OS socket took the bytes (Node's write
 //   callback), so the chassis's transport credit flows back at the pace of the peer. TCP records
 //   handed over in one batch go out in one write (coalesced up to TCP_COALESCE_BYTES).
+// - A UDP socket opened with a remote is connected (dgram connect()): the kernel takes only the
+//   remote's datagrams and sends only to it; one addressed elsewhere is dropped (udpMisaddressed).
+//   The remote's ICMP unreachables come back as errors (ECONNREFUSED...): transient, as in POSIX,
+//   so they are counted (udpUnreachable) and the socket goes on.
 // - A peer's FIN reaches events.end(); a reset or an OS error reaches events.error(code), once, and
 //   nothing follows it. Sockets are half-open capable: a peer's FIN never closes our side.
 // Nothing here throws at a caller for bad I/O; it is reported as an event and counted.
@@ -22,6 +26,9 @@ import type { ConnEvents, Transport, TransportConn, TransportListener } from './
 /** A paused UDP socket holds at most this many datagrams (and bytes) before dropping. */
 export const UDP_BACKLOG_DATAGRAMS = 256
 export const UDP_BACKLOG_BYTES = 256 * 1024
+
+/** What a connected UDP socket reports for its remote's ICMP unreachables: the socket stays usable. */
+const UDP_UNREACHABLE_CODES: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH'])
 
 /** A TCP connection's records are copied into buffers of this many bytes, each one socket write. */
 export const TCP_COALESCE_BYTES = 64 * 1024
@@ -40,6 +47,10 @@ export interface NetCounters {
   udpBacklogged: number
   udpDropped: number
   udpSendErrors: number
+  /** Datagrams a connected UDP socket was given for another destination (dropped). */
+  udpMisaddressed: number
+  /** ICMP unreachables a connected UDP socket heard from its remote (not the end of the socket). */
+  udpUnreachable: number
   serverErrors: number
 }
 
@@ -57,6 +68,8 @@ function newCounters(): NetCounters {
     udpBacklogged: 0,
     udpDropped: 0,
     udpSendErrors: 0,
+    udpMisaddressed: 0,
+    udpUnreachable: 0,
     serverErrors: 0,
   }
 }
@@ -78,6 +91,10 @@ function view(data: Uint8Array): Buffer {
 
 function addrOf(address: string | undefined, port: number | undefined): Addr {
   return { address: address ?? '', port: port ?? 0 }
+}
+
+function sameAddr(a: Addr, b: Addr): boolean {
+  return a.port === b.port && a.address === b.address
 }
 
 /** A terminal event that happened before the chassis attached its handlers. */
@@ -239,7 +256,8 @@ export class TcpConn implements TransportConn {
 
 export class UdpConn implements TransportConn {
   readonly local: Addr
-  readonly remote: Addr | null = null
+  /** A connected socket's peer (its only destination and source); null: unconnected. */
+  readonly remote: Addr | null
   private readonly sock: dgram.Socket
   private readonly counters: NetCounters
   private handlers: ConnEvents | null = null
@@ -248,15 +266,23 @@ export class UdpConn implements TransportConn {
   private backlog: Array<{ data: Buffer; addr: Addr }> = []
   private backlogBytes = 0
 
-  constructor(sock: dgram.Socket, counters: NetCounters) {
+  /** `sock` is bound, and connected if `connected`. */
+  constructor(sock: dgram.Socket, counters: NetCounters, connected = false) {
     this.sock = sock
     this.counters = counters
     const a = sock.address()
     this.local = addrOf(a.address, a.port)
+    const r = connected ? sock.remoteAddress() : null
+    this.remote = r ? addrOf(r.address, r.port) : null
     sock.on('message', (msg, rinfo) => this.onMessage(msg, { address: rinfo.address, port: rinfo.port }))
     sock.on('error', (err) => {
+      const code = errnoCode(err)
+      if (this.remote && UDP_UNREACHABLE_CODES.has(code)) {
+        this.counters.udpUnreachable++
+        return
+      }
       this.counters.errors++
-      if (!this.closed) this.handlers?.error(errnoCode(err), err.message)
+      if (!this.closed) this.handlers?.error(code, err.message)
     })
   }
 
@@ -290,14 +316,21 @@ export class UdpConn implements TransportConn {
   }
 
   write(data: Uint8Array, addr: Addr | null, done: () => void): void {
-    if (this.closed || !addr) {
+    if (this.closed || !(addr || this.remote)) {
       this.counters.writesAfterClose++
       return done()
     }
-    this.sock.send(view(data), addr.port, addr.address, (err) => {
+    const sent = (err: Error | null): void => {
       if (err) this.counters.udpSendErrors++
       done()
-    })
+    }
+    if (!this.remote) return this.sock.send(view(data), addr!.port, addr!.address, sent)
+    // Node refuses a destination on a connected socket: the remote is implied, any other dropped.
+    if (addr && !sameAddr(addr, this.remote)) {
+      this.counters.udpMisaddressed++
+      return done()
+    }
+    this.sock.send(view(data), sent)
   }
 
   pause(): void {
@@ -378,7 +411,7 @@ export class NetTransport implements Transport {
     })
   }
 
-  udp(host: string, port: number): Promise<TransportConn> {
+  udp(host: string, port: number, remote?: Addr | null): Promise<TransportConn> {
     return new Promise((resolve, reject) => {
       const sock = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4' })
       const fail = (err: Error): void => {
@@ -387,12 +420,21 @@ export class NetTransport implements Transport {
         } catch {
           // never bound
         }
-        reject(codedError(err, `udp bind ${host}:${port}`))
+        reject(codedError(err, remote ? `udp ${host}:${port} connect ${remote.address}:${remote.port}` : `udp bind ${host}:${port}`))
       }
       sock.once('error', fail)
-      sock.bind(port, host, () => {
+      const done = (): void => {
         sock.off('error', fail)
-        resolve(new UdpConn(sock, this.counters))
+        resolve(new UdpConn(sock, this.counters, !!remote))
+      }
+      sock.bind(port, host, () => {
+        if (!remote) return done()
+        sock.once('connect', done) // a failure is an 'error' event: fail
+        try {
+          sock.connect(remote.port, remote.address)
+        } catch (err) {
+          fail(err as Error) // a bad port or address, thrown at once
+        }
       })
     })
   }

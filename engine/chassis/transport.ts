@@ -39,5 +39,9 @@ export interface Transport {
   readonly name: string
   connect(host: string, port: number, local?: string): Promise<TransportConn>
   listen(host: string, port: number, onAccept: (conn: TransportConn) => void): Promise<TransportListener>
-  udp(host: string, port: number): Promise<TransportConn>
+  /**
+   * A UDP socket bound to host:port. With `remote` it is connected: `remote` (also conn.remote) is
+   * its only destination and its only source; a datagram addressed elsewhere is dropped, counted.
+   */
+  udp(host: string, port: number, remote?: Addr | null): Promise<TransportConn>
 }

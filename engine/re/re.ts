@@ -186,9 +186,10 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     })
   }
 
-  udp(opts: { host?: string; port: number; transport?: 'udp' | 'memory' }): Promise<Socket> {
+  /** A UDP socket bound to host:port; with `remote`, connected to it (its default and only peer). */
+  udp(opts: { host?: string; port: number; remote?: Addr; transport?: 'udp' | 'memory' }): Promise<Socket> {
     this.requirePrimary('udp')
-    return this.request({ op: 'udp', host: opts.host ?? '127.0.0.1', port: opts.port, transport: opts.transport ?? 'memory' }, (r) => this.adopt(r, 'udp'))
+    return this.request({ op: 'udp', host: opts.host ?? '127.0.0.1', port: opts.port, remote: opts.remote ?? null, transport: opts.transport ?? 'memory' }, (r) => this.adopt(r, 'udp'))
   }
 
   /** Secondary: the read-only snoop pair for `handle` (created now if the handshake has not begun). */

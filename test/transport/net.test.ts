@@ -2,7 +2,8 @@
 // the chassis relies on: reading starts only once handlers are attached; pause() closes the peer's
 // window and resume() reopens it; write's `done` comes when the OS took the bytes; a peer's FIN, a
 // reset and a refused connect are reported with the right codes; a peer's FIN leaves our side open;
-// a paused UDP socket keeps a bounded backlog and counts its drops.
+// a paused UDP socket keeps a bounded backlog and counts its drops; a connected UDP socket talks to
+// its remote only.
 
 import dgram from 'node:dgram'
 import net from 'node:net'
@@ -216,6 +217,62 @@ describe('NetTransport: UDP', () => {
     expect(r.chunks.length).toBe(UDP_BACKLOG_DATAGRAMS)
     expect(r.chunks.slice(0, 3).map((b) => b.toString())).toEqual(['0', '1', '2'])
     peer.close()
+    conn.end()
+  })
+
+  it('a socket opened with a remote is connected: it sends to and hears from that remote only', async () => {
+    const peer = dgram.createSocket('udp4')
+    const other = dgram.createSocket('udp4')
+    await new Promise<void>((res) => peer.bind(0, '127.0.0.1', res))
+    await new Promise<void>((res) => other.bind(0, '127.0.0.1', res))
+    const remote = { address: '127.0.0.1', port: peer.address().port }
+    const conn = await t.udp('127.0.0.1', 0, remote)
+    expect(conn.remote).toEqual(remote)
+    const r = recorder(conn)
+    const got: string[] = []
+    const otherGot: string[] = []
+    peer.on('message', (m) => got.push(m.toString()))
+    other.on('message', (m) => otherGot.push(m.toString()))
+    const misaddressed = t.counters.udpMisaddressed
+    let done = 0
+    conn.write(Buffer.from('implied'), null, () => done++)
+    conn.write(Buffer.from('explicit'), remote, () => done++)
+    conn.write(Buffer.from('elsewhere'), { address: '127.0.0.1', port: other.address().port }, () => done++)
+    await until(() => got.length === 2 && done === 3)
+    expect(got).toEqual(['implied', 'explicit'])
+    expect(t.counters.udpMisaddressed - misaddressed).toBe(1)
+    other.send('stranger', conn.local.port, '127.0.0.1')
+    peer.send('peer', conn.local.port, '127.0.0.1')
+    await until(() => r.chunks.length === 1)
+    await wait(20)
+    expect(r.chunks.map((b) => b.toString())).toEqual(['peer'])
+    expect(otherGot).toEqual([])
+    peer.close()
+    other.close()
+    conn.end()
+  })
+
+  it("a connected socket's remote going away (ICMP port unreachable) is counted, not the end of it", async () => {
+    const gone = dgram.createSocket('udp4')
+    await new Promise<void>((res) => gone.bind(0, '127.0.0.1', res))
+    const remote = { address: '127.0.0.1', port: gone.address().port }
+    await new Promise<void>((res) => gone.close(() => res()))
+    const conn = await t.udp('127.0.0.1', 0, remote)
+    const r = recorder(conn)
+    const unreachable = t.counters.udpUnreachable
+    conn.write(Buffer.from('anyone?'), null, () => {})
+    await until(() => t.counters.udpUnreachable > unreachable)
+    expect(r.error).toBeNull()
+    // The remote is back on the same port: the socket still works both ways.
+    const back = dgram.createSocket('udp4')
+    await new Promise<void>((res) => back.bind(remote.port, '127.0.0.1', res))
+    const got: string[] = []
+    back.on('message', (m) => got.push(m.toString()))
+    conn.write(Buffer.from('again'), null, () => {})
+    back.send('hello', conn.local.port, '127.0.0.1')
+    await until(() => got.length === 1 && r.chunks.length === 1)
+    expect([got, r.chunks.map((b) => b.toString()), r.error]).toEqual([['again'], ['hello'], null])
+    back.close()
     conn.end()
   })
 })
