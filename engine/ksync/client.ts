@@ -4,6 +4,10 @@
 // leave through the injected `send(batch)`, replies come back through `onAck(replies)`; time
 // (the retry timer) comes from the injected clock.
 //
+// This file is the state machine: the app's calls, the Fib's replies, and the one transition()
+// that moves an entry. Beside it: outbox.ts queues, sends, matches and retries the requests;
+// index-pool.ts hands out indexes; stats.ts holds the counters; invariants.ts checks it all.
+//
 // Rules the client keeps:
 // - One outstanding request per entry. What the app does meanwhile is deferred (NEED_SYNC,
 //   DEL_DEFER_SYNC, RENEW_WAIT) and re-evaluated at the ack, coalesced to the latest content;
@@ -11,13 +15,13 @@
 // - Dependencies: a route is sent only once its next hop is in the Fib. A next hop that a route
 //   names but the app has not added is a TEMP entry; the route waits in ADD_DEFER (or, when it is
 //   already in the Fib with an older next hop, in CHANGE_DEFER, still forwarding).
-// - Indexes: KSync allocates them from a bounded table per kind; an index is reused only after
-//   the Fib acked the delete of its previous owner.
+// - Indexes: KSync allocates them from a bounded table per kind (index-pool.ts); an index is
+//   reused only after the Fib acked the delete of its previous owner.
 // - Reference counts: a next hop counts the routes whose Fib content, or outstanding add/change,
 //   names it. Its delete waits (DEL_DEFER_REF) until that count is zero, so the Fib never loses a
 //   next hop a route forwards through.
-// - Bounds: at most `maxInFlight` requests in flight, `maxBatch` per send; the rest queue, one
-//   slot per entry. Every defer, coalesce, retry and error has a counter.
+// - Bounds: at most `maxInFlight` requests in flight, `maxBatch` per send (outbox.ts). Every
+//   defer, coalesce, retry and error has a counter (stats.ts).
 // - Re-sync after failover (`resync: true`, with the epoch from Fib.beginAudit()): the fresh
 //   client's adds carry INDEX_LEARN, and the Fib answers with the index it already holds for the
 //   key (refreshing the entry in place); a key the Fib does not know (ENOENT) gets a new index,
@@ -29,17 +33,19 @@
 //   Fib applied them (the KKCM ring is FIFO), so an index the Fib hands out is never still held
 //   here by an entry whose delete ack is yet to come.
 
-import { Timer, systemClock, type Clock } from '../clock.ts'
+import { systemClock, type Clock } from '../clock.ts'
 import { ErrorCode, NsrError, assert } from '../errors.ts'
-import { Entry, Fifo, KSyncPending, present, sameContent, view, type Content, type KSyncEntryView } from './entry.ts'
-import { IndexTable } from './index-table.ts'
+import { Entry, KSyncPending, present, sameContent, view, type Content, type KSyncEntryView } from './entry.ts'
+import { IndexPool } from './index-pool.ts'
+import { checkInvariants } from './invariants.ts'
+import { Outbox } from './outbox.ts'
 import { KSyncState, isLegalTransition } from './state.ts'
+import { newCounters, zeroStates, type KSyncClientStats } from './stats.ts'
 import {
   INDEX_LEARN,
   KSyncKind,
   KSyncOp,
   KSyncReplyCode,
-  NO_NEXT_HOP,
   nhKeyProblem,
   routeKeyProblem,
   validateReply,
@@ -52,7 +58,7 @@ import {
 } from './wire.ts'
 
 export { KSyncPending }
-export type { KSyncEntryView }
+export type { KSyncEntryView, KSyncClientStats }
 
 export const KSYNC_DEFAULT_MAX_NEXT_HOPS = 1 << 16
 export const KSYNC_DEFAULT_MAX_ROUTES = 1 << 21
@@ -85,60 +91,6 @@ export type KSyncEvent =
   | { type: 'error'; kind: KSyncKind | null; key: KSyncKey | null; op: KSyncOp | null; code: string; reason: string }
   | { type: 'fenced'; reason: string }
 
-export interface KSyncClientStats {
-  epoch: number
-  resyncing: boolean
-  fenced: boolean
-  nextHops: number
-  routes: number
-  inFlight: number
-  inFlightHighWater: number
-  queued: number
-  retrying: number
-  /** Next hop deletes parked until the audit ends. */
-  parked: number
-  states: Record<KSyncState, number>
-  requests: number
-  batches: number
-  replies: number
-  acks: number
-  adds: number
-  changes: number
-  deletes: number
-  /** Adds sent with INDEX_LEARN, and those the Fib did not know. */
-  learns: number
-  learnMisses: number
-  /** Indexes taken from a Fib reply; of which taken over from a pending add of this client. */
-  indexAdopted: number
-  indexTransfers: number
-  /** EEXIST: a new index held by an unknown (stale) Fib entry. */
-  indexCollisions: number
-  /** App calls that found a request in flight and were deferred to its ack. */
-  deferred: number
-  /** App calls absorbed into an outstanding or deferred request without a request of their own. */
-  coalesced: number
-  noopChanges: number
-  depWaits: number
-  indexWaits: number
-  refDeferredDeletes: number
-  /** Immediate re-sends after a learn miss or an index clash. */
-  resends: number
-  /** Re-sends after the retry timer. */
-  retries: number
-  deleteAlreadyGone: number
-  /** Next hop deletes refused during a re-sync because stale routes used them: parked until auditEnded(). */
-  parkedDeletes: number
-  errors: number
-  errorsByCode: Record<string, number>
-  staleReplies: number
-  badReplies: number
-  protocolErrors: number
-  repliesAfterFence: number
-  freed: number
-  /** Queue slots visited by flush(): stays linear in requests. */
-  queuePops: number
-}
-
 const S = KSyncState
 const P = KSyncPending
 const { NH, ROUTE } = KSyncKind
@@ -149,97 +101,54 @@ function limit(v: number | undefined, dflt: number, name: string): number {
   return n
 }
 
-function zeroStates(): Record<KSyncState, number> {
-  const r = {} as Record<KSyncState, number>
-  for (const s of Object.values(S)) r[s] = 0
-  return r
-}
-
 export class KSyncClient {
-  private readonly sendFn: (batch: KSyncRequest[]) => void
   private readonly epochNo: number
   private learning: boolean
   private readonly maxNextHops: number
   private readonly maxRoutes: number
-  private readonly maxInFlight: number
-  private readonly maxBatch: number
-  private readonly retryDelayMs: number
-  private readonly scheduleFn: ((flush: () => void) => void) | undefined
   private readonly onEvent: ((event: KSyncEvent) => void) | undefined
   private readonly nhs = new Map<KSyncKey, Entry>()
   private readonly routes = new Map<KSyncKey, Entry>()
-  private readonly nhIndexes: IndexTable<Entry>
-  private readonly routeIndexes: IndexTable<Entry>
-  private readonly nhIndexWaiters = new Fifo<Entry>()
-  private readonly routeIndexWaiters = new Fifo<Entry>()
-  private readonly queue = new Fifo<Entry>()
-  private readonly inflight = new Map<number, Entry>()
-  private retryList: Entry[] = []
-  private parkedList: Entry[] = []
-  private readonly retryTimer: Timer
   /** Entries to re-evaluate once the current call is done (next hop arrived, index freed). */
   private readonly woken: Entry[] = []
-  private nextId = 1
-  private inFlightCount = 0
-  private queuedCount = 0
-  private retryCount = 0
-  private parkedCount = 0
-  private isFenced = false
-  private flushScheduled = false
-  private flushing = false
-  private flushAgain = false
+  private readonly indexes: IndexPool
+  /** The requests: queue, in flight, retry, parked; and the fenced flag. */
+  private readonly out: Outbox
   private settling = false
   private readonly stateCounts = zeroStates()
   private readonly errorsByCode: Record<string, number> = {}
-  private readonly s = {
-    inFlightHighWater: 0,
-    requests: 0,
-    batches: 0,
-    replies: 0,
-    acks: 0,
-    adds: 0,
-    changes: 0,
-    deletes: 0,
-    learns: 0,
-    learnMisses: 0,
-    indexAdopted: 0,
-    indexTransfers: 0,
-    indexCollisions: 0,
-    deferred: 0,
-    coalesced: 0,
-    noopChanges: 0,
-    depWaits: 0,
-    indexWaits: 0,
-    refDeferredDeletes: 0,
-    resends: 0,
-    retries: 0,
-    deleteAlreadyGone: 0,
-    parkedDeletes: 0,
-    errors: 0,
-    staleReplies: 0,
-    badReplies: 0,
-    protocolErrors: 0,
-    repliesAfterFence: 0,
-    freed: 0,
-    queuePops: 0,
-  }
+  private readonly s = newCounters()
 
   constructor(options: KSyncClientOptions) {
     if (typeof options?.send !== 'function') throw new NsrError(ErrorCode.EINVAL, 'KSyncClient needs a send function')
-    this.sendFn = options.send
     this.epochNo = options.epoch ?? 0
     if (this.epochNo >>> 0 !== this.epochNo) throw new NsrError(ErrorCode.EINVAL, 'epoch must be a u32')
     this.learning = options.resync === true
     this.maxNextHops = limit(options.maxNextHops, KSYNC_DEFAULT_MAX_NEXT_HOPS, 'maxNextHops')
     this.maxRoutes = limit(options.maxRoutes, KSYNC_DEFAULT_MAX_ROUTES, 'maxRoutes')
-    this.maxInFlight = limit(options.maxInFlight, KSYNC_DEFAULT_MAX_IN_FLIGHT, 'maxInFlight')
-    this.maxBatch = limit(options.maxBatch, KSYNC_DEFAULT_MAX_BATCH, 'maxBatch')
-    this.retryDelayMs = options.retryDelayMs ?? KSYNC_DEFAULT_RETRY_DELAY_MS
-    this.scheduleFn = options.schedule
+    const maxInFlight = limit(options.maxInFlight, KSYNC_DEFAULT_MAX_IN_FLIGHT, 'maxInFlight')
+    const maxBatch = limit(options.maxBatch, KSYNC_DEFAULT_MAX_BATCH, 'maxBatch')
     this.onEvent = options.onEvent
-    this.nhIndexes = new IndexTable<Entry>(this.maxNextHops)
-    this.routeIndexes = new IndexTable<Entry>(this.maxRoutes)
-    this.retryTimer = new Timer(options.clock ?? systemClock, 'retryTimer', () => this.onRetryTimer())
+    this.indexes = new IndexPool(this.maxNextHops, this.maxRoutes, this.woken)
+    this.out = new Outbox(
+      {
+        send: options.send,
+        schedule: options.schedule,
+        epoch: this.epochNo,
+        maxInFlight,
+        maxBatch,
+        retryDelayMs: options.retryDelayMs ?? KSYNC_DEFAULT_RETRY_DELAY_MS,
+        clock: options.clock ?? systemClock,
+      },
+      this.s,
+      {
+        retry: (e) => this.retry(e),
+        retried: () => {
+          this.settle()
+          this.out.flush()
+        },
+      },
+    )
   }
 
   get epoch(): number {
@@ -253,7 +162,7 @@ export class KSyncClient {
 
   /** A newer client owns the Fib (or the Fib answered nonsense): this one refuses every call. */
   get fenced(): boolean {
-    return this.isFenced
+    return this.out.fenced
   }
 
   /**
@@ -261,7 +170,7 @@ export class KSyncClient {
    * (next hop deletes parked until the audit ends do not count: the audit's end releases them).
    */
   get quiescent(): boolean {
-    return this.inFlightCount === 0 && this.queuedCount === 0 && this.retryCount === 0
+    return this.out.inFlight === 0 && this.out.queued === 0 && this.out.retrying === 0
   }
 
   // ---- what the app wants -------------------------------------------------------------------
@@ -321,35 +230,7 @@ export class KSyncClient {
 
   /** Sends what is queued, up to the in-flight limit, in batches of maxBatch. Returns requests sent. */
   flush(): number {
-    if (this.isFenced) return 0
-    if (this.flushing) {
-      this.flushAgain = true
-      return 0
-    }
-    this.flushing = true
-    let sent = 0
-    try {
-      do {
-        this.flushAgain = false
-        let batch: KSyncRequest[] = []
-        while (this.inFlightCount < this.maxInFlight && this.queue.length > 0 && !this.isFenced) {
-          const e = this.queue.shift()!
-          e.inQueue = false
-          this.s.queuePops++
-          if (e.pending !== P.QUEUED) continue
-          batch.push(this.request(e))
-          sent++
-          if (batch.length === this.maxBatch) {
-            this.emit(batch)
-            batch = []
-          }
-        }
-        if (batch.length > 0) this.emit(batch)
-      } while (this.flushAgain && !this.isFenced)
-    } finally {
-      this.flushing = false
-    }
-    return sent
+    return this.out.flush()
   }
 
   /**
@@ -363,7 +244,7 @@ export class KSyncClient {
       return
     }
     for (const raw of replies) {
-      if (this.isFenced) {
+      if (this.out.fenced) {
         this.s.repliesAfterFence++
         continue
       }
@@ -374,41 +255,30 @@ export class KSyncClient {
         continue
       }
       const r = raw as KSyncReply
-      const e = this.inflight.get(r.id)
+      const e = this.out.takeInFlight(r.id)
       if (e === undefined) {
         this.s.staleReplies++
         continue
       }
-      this.inflight.delete(r.id)
       this.s.replies++
       const op = e.reqOp!
       e.reqOp = null
-      this.setPending(e, P.NONE)
+      this.out.setPending(e, P.NONE)
       if (op === KSyncOp.DELETE) this.onDeleteReply(e, r)
       else this.onSyncReply(e, op, r)
     }
     this.settle()
-    this.flush()
+    this.out.flush()
   }
 
   /** The chassis ended the audit (Fib.endAudit()): stop learning, and reuse indexes set aside as foreign. */
   auditEnded(): void {
-    if (this.isFenced) return
+    if (this.out.fenced) return
     this.learning = false
-    const parked = this.parkedList
-    this.parkedList = []
-    for (const e of parked) if (e.pending === P.PARKED) this.enqueue(e)
-    const freed = this.nhIndexes.releaseForeign() + this.routeIndexes.releaseForeign()
-    if (freed > 0) {
-      for (const q of [this.nhIndexWaiters, this.routeIndexWaiters]) {
-        for (let e = q.shift(); e !== undefined; e = q.shift()) {
-          e.inIndexQueue = false
-          if (e.waitingIndex) this.woken.push(e)
-        }
-      }
-    }
+    this.out.releaseParked()
+    this.indexes.releaseForeign()
     this.settle()
-    this.scheduleFlush()
+    this.out.scheduleFlush()
   }
 
   // ---- the state machine -------------------------------------------------------------------
@@ -449,7 +319,7 @@ export class KSyncClient {
           return this.transition(e, S.DEL_ACK_WAIT, S.RENEW_WAIT, 're-added while its delete is in flight')
         }
         this.s.coalesced++
-        this.setPending(e, P.NONE)
+        this.out.setPending(e, P.NONE)
         return this.reconcile(e, 're-added before its delete was sent')
       default:
         assert(false, `wantAdd in ${e.state}`)
@@ -483,7 +353,7 @@ export class KSyncClient {
           this.s.coalesced++
           const pinned = e.sent
           e.sent = null
-          this.setPending(e, P.NONE)
+          this.out.setPending(e, P.NONE)
           this.reconcile(e, 'changed before its request was sent')
           if (pinned !== null && pinned.nh !== null) this.unref(pinned.nh)
         } else this.s.coalesced++ // RETRY: the retry sends the latest content
@@ -522,7 +392,7 @@ export class KSyncClient {
         }
         this.s.coalesced++
         if (e.pending === P.QUEUED) this.unpinSent(e)
-        this.setPending(e, P.NONE)
+        this.out.setPending(e, P.NONE)
         if (e.fib !== null) this.startDelete(e, 'deleted before its change was sent')
         else this.drop(e, 'deleted before its add was sent')
         break
@@ -552,32 +422,19 @@ export class KSyncClient {
     if (e.fib !== null && sameContent(e.fib, w)) return this.transition(e, from, S.IN_SYNC, reason)
     if (w.nh !== null && !present(w.nh)) {
       this.s.depWaits++
-      if (e.fib === null && e.index >= 0) this.releaseIndex(e) // not in the Fib: a waiting entry holds no index
+      if (e.fib === null && e.index >= 0) this.indexes.release(e) // not in the Fib: a waiting entry holds no index
       e.waitingOn = w.nh
       ;(w.nh.waiters ??= new Set()).add(e)
       return this.transition(e, from, e.fib !== null ? S.CHANGE_DEFER : S.ADD_DEFER, 'waits for its next hop')
     }
-    if (e.index < 0 && !(this.learning && !e.probed)) {
-      const t = this.indexes(e.kind)
-      const hint = e.hint
-      e.hint = -1
-      const i = t.isFree(hint) ? (t.take(hint, e), hint) : t.alloc(e)
-      if (i < 0) {
-        assert(e.fib === null, 'an entry in the Fib has an index')
-        this.s.indexWaits++
-        e.waitingIndex = true
-        if (!e.inIndexQueue) {
-          e.inIndexQueue = true
-          this.indexWaiters(e.kind).push(e)
-        }
-        return this.transition(e, from, S.ADD_DEFER, 'waits for a free index')
-      }
-      e.index = i
+    if (e.index < 0 && !(this.learning && !e.probed) && !this.indexes.assign(e)) {
+      this.s.indexWaits++
+      return this.transition(e, from, S.ADD_DEFER, 'waits for a free index')
     }
     this.transition(e, from, S.SYNC_WAIT, reason)
     e.sent = w
     if (w.nh !== null) w.nh.refs++
-    this.enqueue(e)
+    this.out.enqueue(e)
   }
 
   /** An unwanted entry in the Fib: delete it, unless routes still use it (a next hop). */
@@ -588,13 +445,13 @@ export class KSyncClient {
       return this.transition(e, e.state, S.DEL_DEFER_REF, 'deleted; routes still use it')
     }
     this.transition(e, e.state, S.DEL_ACK_WAIT, reason)
-    this.enqueue(e)
+    this.out.enqueue(e)
   }
 
   /** An unwanted entry not in the Fib: back to TEMP if routes still name it, else released. */
   private drop(e: Entry, reason: string): void {
     assert(e.want === null && e.fib === null && e.pending === P.NONE, 'drop an unwanted entry out of the Fib')
-    if (e.index >= 0) this.releaseIndex(e)
+    if (e.index >= 0) this.indexes.release(e)
     this.transition(e, e.state, e.desireRefs > 0 ? S.TEMP : S.FREE_WAIT, reason)
   }
 
@@ -648,7 +505,7 @@ export class KSyncClient {
     } else if (op === KSyncOp.ADD && code === KSyncReplyCode.EEXIST && e.reqIndex >= 0) {
       this.s.indexCollisions++
       if (e.index === e.reqIndex) {
-        this.indexes(e.kind).markForeign(e.index, e)
+        this.indexes.table(e.kind).markForeign(e.index, e)
         e.index = -1
       }
       resendNow = true
@@ -660,7 +517,7 @@ export class KSyncClient {
           this.s.resends++
           return this.reconcile(e, `${op} refused (${code}); re-sent`)
         }
-        this.scheduleRetry(e)
+        this.out.scheduleRetry(e)
         if (e.state === S.NEED_SYNC) this.transition(e, S.NEED_SYNC, S.SYNC_WAIT, `${op} refused (${code}); retry with the latest content`)
         return
       case S.DEL_DEFER_SYNC:
@@ -681,20 +538,19 @@ export class KSyncClient {
         // audit's sweep removes them. Wanted again: it is still in the Fib, as it should be.
         if (e.state === S.RENEW_WAIT) return this.reconcile(e, 'delete refused (stale routes use it); wanted again')
         this.s.parkedDeletes++
-        this.setPending(e, P.PARKED)
-        this.parkedList.push(e)
+        this.out.park(e)
         return
       }
       if (code !== KSyncReplyCode.ENOENT) {
         this.event({ type: 'error', kind: e.kind, key: e.key, op: KSyncOp.DELETE, code, reason: r.reason ?? '' })
-        return this.scheduleRetry(e)
+        return this.out.scheduleRetry(e)
       }
       this.s.deleteAlreadyGone++
     } else this.s.acks++
     const old = e.fib!
     e.fib = null
     if (old.nh !== null) this.unref(old.nh)
-    this.releaseIndex(e)
+    this.indexes.release(e)
     e.probed = true // the Fib has no entry for this key now: a re-add needs no learning
     if (e.state === S.DEL_ACK_WAIT) return this.drop(e, 'delete acked')
     assert(e.state === S.RENEW_WAIT, `delete reply in ${e.state}`)
@@ -704,7 +560,7 @@ export class KSyncClient {
   /** Takes the index the Fib answered an add with. False (and fenced) if that cannot be right. */
   private adopt(e: Entry, j: number): boolean {
     if (e.index === j) return true
-    const t = this.indexes(e.kind)
+    const t = this.indexes.table(e.kind)
     if (j < 0 || j >= t.capacity) {
       this.protocolError(`${e.kind} ${String(e.key)} answered with index ${j}, outside the table`)
       return false
@@ -721,7 +577,7 @@ export class KSyncClient {
       owner.index = -1
       this.s.indexTransfers++
     }
-    if (e.index >= 0) this.releaseIndex(e)
+    if (e.index >= 0) this.indexes.release(e)
     t.take(j, e)
     e.index = j
     this.s.indexAdopted++
@@ -729,7 +585,7 @@ export class KSyncClient {
       // Its queued add needs another index: re-evaluate it (a new index, or a wait for one).
       const pinned = owner.sent
       owner.sent = null
-      this.setPending(owner, P.NONE)
+      this.out.setPending(owner, P.NONE)
       this.reconcile(owner, `index ${j} belongs to ${String(e.key)} in the Fib`)
       if (pinned !== null && pinned.nh !== null) this.unref(pinned.nh)
     }
@@ -777,7 +633,7 @@ export class KSyncClient {
     nh.refs--
     if (nh.refs === 0 && nh.state === S.DEL_DEFER_REF) {
       this.transition(nh, S.DEL_DEFER_REF, S.DEL_ACK_WAIT, 'last route let go')
-      this.enqueue(nh)
+      this.out.enqueue(nh)
     }
   }
 
@@ -799,27 +655,6 @@ export class KSyncClient {
       e.waitingOn = null
     }
     e.waitingIndex = false
-  }
-
-  private releaseIndex(e: Entry): void {
-    this.indexes(e.kind).release(e.index, e)
-    e.index = -1
-    const q = this.indexWaiters(e.kind)
-    for (let w = q.shift(); w !== undefined; w = q.shift()) {
-      w.inIndexQueue = false
-      if (w.waitingIndex && w.state === S.ADD_DEFER) {
-        this.woken.push(w)
-        return
-      }
-    }
-  }
-
-  private indexes(kind: KSyncKind): IndexTable<Entry> {
-    return kind === NH ? this.nhIndexes : this.routeIndexes
-  }
-
-  private indexWaiters(kind: KSyncKind): Fifo<Entry> {
-    return kind === NH ? this.nhIndexWaiters : this.routeIndexWaiters
   }
 
   /** Re-evaluates woken entries, iteratively (a next hop can wake a million routes). */
@@ -849,110 +684,15 @@ export class KSyncClient {
     }
   }
 
-  // ---- sending, retrying, fencing ----------------------------------------------------------
+  // ---- retrying, fencing -------------------------------------------------------------------
 
-  private enqueue(e: Entry): void {
-    this.setPending(e, P.QUEUED)
-    if (!e.inQueue) {
-      e.inQueue = true
-      this.queue.push(e)
+  /** The retry timer let go of the entry's request: send it again, with the latest content. */
+  private retry(e: Entry): void {
+    if (e.state === S.SYNC_WAIT) this.reconcile(e, 'retry')
+    else {
+      assert(e.state === S.DEL_ACK_WAIT || e.state === S.RENEW_WAIT, `retry in ${e.state}`)
+      this.out.enqueue(e)
     }
-    this.scheduleFlush()
-  }
-
-  private scheduleFlush(): void {
-    if (this.scheduleFn === undefined || this.flushScheduled || this.queuedCount === 0) return
-    this.flushScheduled = true
-    this.scheduleFn(() => {
-      this.flushScheduled = false
-      this.flush()
-    })
-  }
-
-  private request(e: Entry): KSyncRequest {
-    const id = this.nextId
-    this.nextId = this.nextId === 0xffffffff ? 1 : this.nextId + 1
-    assert(!this.inflight.has(id), 'request ids do not wrap onto one in flight')
-    let op: KSyncOp
-    let nh = NO_NEXT_HOP
-    let data: KSyncData = null
-    if (e.state === S.SYNC_WAIT) {
-      const c = e.sent!
-      op = e.fib === null ? KSyncOp.ADD : KSyncOp.CHANGE
-      data = c.data
-      if (c.nh !== null) {
-        assert(present(c.nh) && c.nh.index >= 0, 'a route is sent against a next hop in the Fib')
-        nh = c.nh.index
-      }
-      if (e.index < 0) {
-        assert(op === KSyncOp.ADD && !e.probed, 'only an add that asks the Fib for its index goes without one')
-        e.probed = true
-        this.s.learns++
-      }
-    } else {
-      assert(e.state === S.DEL_ACK_WAIT || e.state === S.RENEW_WAIT, `queued in ${e.state}`)
-      op = KSyncOp.DELETE
-    }
-    if (op === KSyncOp.ADD) this.s.adds++
-    else if (op === KSyncOp.CHANGE) this.s.changes++
-    else this.s.deletes++
-    e.reqId = id
-    e.reqOp = op
-    e.reqIndex = e.index
-    this.setPending(e, P.INFLIGHT)
-    this.inflight.set(id, e)
-    return { id, epoch: this.epochNo, op, kind: e.kind, index: e.index, key: e.key, nh, data }
-  }
-
-  private emit(batch: KSyncRequest[]): void {
-    this.s.batches++
-    this.s.requests += batch.length
-    this.sendFn(batch)
-  }
-
-  private setPending(e: Entry, p: KSyncPending): void {
-    const was = e.pending
-    if (was === p) return
-    if (was === P.QUEUED) this.queuedCount--
-    else if (was === P.INFLIGHT) this.inFlightCount--
-    else if (was === P.RETRY) this.retryCount--
-    else if (was === P.PARKED) this.parkedCount--
-    if (p === P.QUEUED) this.queuedCount++
-    else if (p === P.INFLIGHT) {
-      this.inFlightCount++
-      if (this.inFlightCount > this.s.inFlightHighWater) this.s.inFlightHighWater = this.inFlightCount
-    } else if (p === P.RETRY) this.retryCount++
-    else if (p === P.PARKED) this.parkedCount++
-    e.pending = p
-  }
-
-  private scheduleRetry(e: Entry): void {
-    this.setPending(e, P.RETRY)
-    if (!e.inRetry) {
-      e.inRetry = true
-      this.retryList.push(e)
-    }
-    if (!this.retryTimer.running) this.retryTimer.start(this.retryDelayMs)
-  }
-
-  /** retryTimer: re-evaluates and re-sends everything a transient refusal set aside. */
-  private onRetryTimer(): void {
-    if (this.isFenced) return
-    const list = this.retryList
-    this.retryList = []
-    for (const e of list) {
-      e.inRetry = false
-      if (e.pending !== P.RETRY) continue
-      this.setPending(e, P.NONE)
-      this.s.retries++
-      if (e.state === S.SYNC_WAIT) this.reconcile(e, 'retry')
-      else {
-        assert(e.state === S.DEL_ACK_WAIT || e.state === S.RENEW_WAIT, `retry in ${e.state}`)
-        this.enqueue(e)
-      }
-    }
-    this.settle()
-    this.flush()
   }
 
   private countError(code: string): void {
@@ -967,14 +707,13 @@ export class KSyncClient {
   }
 
   private fence(reason: string): void {
-    if (this.isFenced) return
-    this.isFenced = true
-    this.retryTimer.stop()
+    if (this.out.fenced) return
+    this.out.fence()
     this.event({ type: 'fenced', reason })
   }
 
   private checkOpen(): void {
-    if (this.isFenced) throw new NsrError(ErrorCode.ECLOSED, 'KSync client is fenced: a newer client owns the Fib')
+    if (this.out.fenced) throw new NsrError(ErrorCode.ECLOSED, 'KSync client is fenced: a newer client owns the Fib')
   }
 
   private event(e: KSyncEvent): void {
@@ -1000,13 +739,13 @@ export class KSyncClient {
       ...this.s,
       epoch: this.epochNo,
       resyncing: this.learning,
-      fenced: this.isFenced,
+      fenced: this.out.fenced,
       nextHops: this.nhs.size,
       routes: this.routes.size,
-      inFlight: this.inFlightCount,
-      queued: this.queuedCount,
-      retrying: this.retryCount,
-      parked: this.parkedCount,
+      inFlight: this.out.inFlight,
+      queued: this.out.queued,
+      retrying: this.out.retrying,
+      parked: this.out.parked,
       states: { ...this.stateCounts },
       errorsByCode: { ...this.errorsByCode },
     }
@@ -1014,111 +753,15 @@ export class KSyncClient {
 
   /** Checks every entry against its state and every count against a recount. O(entries). A fenced client is not checked. */
   invariants(): void {
-    if (this.isFenced) return
-    const refs = new Map<Entry, number>()
-    const desire = new Map<Entry, number>()
-    const counts = zeroStates()
-    let inflight = 0
-    let queued = 0
-    let retry = 0
-    let parked = 0
-    const indexed = [0, 0]
-    const bump = (m: Map<Entry, number>, e: Entry) => m.set(e, (m.get(e) ?? 0) + 1)
-    for (const [kind, map] of [
-      [NH, this.nhs],
-      [ROUTE, this.routes],
-    ] as const) {
-      const t = this.indexes(kind)
-      for (const [key, e] of map) {
-        const at = `${kind} ${String(key)} in ${e.state}`
-        assert(e.key === key && e.kind === kind, `${at}: filed under its key`)
-        assert(e.state !== S.INIT && e.state !== S.FREE_WAIT, `${at}: live state`)
-        counts[e.state]++
-        if (e.pending === P.INFLIGHT) {
-          inflight++
-          assert(this.inflight.get(e.reqId) === e && e.reqOp !== null, `${at}: in the in-flight map`)
-        } else if (e.pending === P.QUEUED) {
-          queued++
-          assert(e.inQueue, `${at}: queued entries sit in the queue`)
-        } else if (e.pending === P.RETRY) {
-          retry++
-          assert(e.inRetry, `${at}: retrying entries sit in the retry list`)
-        } else if (e.pending === P.PARKED) {
-          parked++
-          assert(kind === NH && e.state === S.DEL_ACK_WAIT && this.learning, `${at}: only a next hop delete is parked, during a re-sync`)
-        }
-        if (e.index >= 0) {
-          assert(t.owner(e.index) === e, `${at}: owns index ${e.index}`)
-          indexed[kind === NH ? 0 : 1]++
-        }
-        if (e.fib !== null) {
-          assert(e.index >= 0, `${at}: an entry in the Fib has an index`)
-          if (e.fib.nh !== null) {
-            assert(e.fib.nh.fib !== null, `${at}: its programmed next hop is in the Fib`)
-            bump(refs, e.fib.nh)
-          }
-        }
-        if (e.sent !== null) {
-          assert(e.pending === P.QUEUED || (e.pending === P.INFLIGHT && e.reqOp !== KSyncOp.DELETE), `${at}: sent content is outstanding`)
-          if (e.sent.nh !== null) bump(refs, e.sent.nh)
-        } else assert(e.pending === P.NONE || e.pending === P.RETRY || e.reqOp === KSyncOp.DELETE || e.state === S.DEL_ACK_WAIT || e.state === S.RENEW_WAIT, `${at}: outstanding add/change has content`)
-        if (e.want !== null && e.want.nh !== null) bump(desire, e.want.nh)
-        if (kind === ROUTE) assert(e.refs === 0 && e.desireRefs === 0 && (e.waiters === null || e.waiters.size === 0), `${at}: routes are not referenced`)
-        if (e.waitingOn !== null) {
-          assert(e.state === S.ADD_DEFER || e.state === S.CHANGE_DEFER, `${at}: only deferred entries wait`)
-          assert(e.want?.nh === e.waitingOn && !present(e.waitingOn) && e.waitingOn.waiters?.has(e) === true, `${at}: waits on its missing next hop`)
-        }
-        switch (e.state) {
-          case S.TEMP:
-            assert(kind === NH && e.want === null && e.fib === null && e.pending === P.NONE && e.index < 0, `${at}: a TEMP entry is only a name`)
-            break
-          case S.ADD_DEFER:
-            assert(e.want !== null && e.fib === null && e.pending === P.NONE && e.index < 0, `${at}: wanted, not in the Fib, nothing outstanding`)
-            assert(e.waitingOn !== null || e.waitingIndex, `${at}: waits for something`)
-            break
-          case S.SYNC_WAIT:
-            assert(e.want !== null && e.pending !== P.NONE, `${at}: wanted, request outstanding`)
-            if (e.pending === P.QUEUED) assert(e.sent === e.want, `${at}: a queued request carries the latest content`)
-            if (e.pending === P.INFLIGHT) assert(e.sent === e.want, `${at}: changes while in flight go to NEED_SYNC`)
-            if (e.index < 0 && e.pending === P.QUEUED) assert(!e.probed && e.fib === null, `${at}: only an add that asks for its index goes without one`)
-            break
-          case S.IN_SYNC:
-            assert(e.want !== null && e.fib !== null && sameContent(e.fib, e.want) && e.pending === P.NONE, `${at}: the Fib holds what is wanted`)
-            break
-          case S.NEED_SYNC:
-            assert(e.want !== null && e.pending === P.INFLIGHT && e.reqOp !== KSyncOp.DELETE, `${at}: add/change in flight`)
-            break
-          case S.CHANGE_DEFER:
-            assert(kind === ROUTE && e.want !== null && e.fib !== null && e.pending === P.NONE && e.waitingOn !== null, `${at}: in the Fib, waiting for its new next hop`)
-            break
-          case S.DEL_DEFER_SYNC:
-            assert(e.want === null && e.pending === P.INFLIGHT && e.reqOp !== KSyncOp.DELETE, `${at}: unwanted, add/change in flight`)
-            break
-          case S.DEL_DEFER_REF:
-            assert(kind === NH && e.want === null && e.fib !== null && e.pending === P.NONE && e.refs > 0, `${at}: unwanted, still referenced`)
-            break
-          case S.DEL_ACK_WAIT:
-            assert(e.want === null && e.fib !== null && e.pending !== P.NONE && e.sent === null, `${at}: delete outstanding`)
-            break
-          case S.RENEW_WAIT:
-            assert(e.want !== null && e.fib !== null && e.pending !== P.NONE && e.sent === null, `${at}: delete outstanding, wanted again`)
-            break
-        }
-      }
-    }
-    for (const e of this.nhs.values()) {
-      assert(e.refs === (refs.get(e) ?? 0), `next hop ${String(e.key)}: refs ${e.refs} = ${refs.get(e) ?? 0}`)
-      assert(e.desireRefs === (desire.get(e) ?? 0), `next hop ${String(e.key)}: desireRefs ${e.desireRefs} = ${desire.get(e) ?? 0}`)
-      if (e.state === S.TEMP) assert(e.desireRefs > 0, `next hop ${String(e.key)}: TEMP is named by a route`)
-      if (e.waiters !== null) for (const w of e.waiters) assert(w.waitingOn === e, `next hop ${String(e.key)}: its waiters wait on it`)
-    }
-    for (const s of Object.values(S)) assert(counts[s] === this.stateCounts[s], `state count ${s}: ${this.stateCounts[s]} = ${counts[s]}`)
-    assert(inflight === this.inFlightCount && inflight === this.inflight.size, `in flight ${this.inFlightCount} = ${inflight}`)
-    assert(inflight <= this.maxInFlight, 'in flight within maxInFlight')
-    assert(queued === this.queuedCount && retry === this.retryCount && parked === this.parkedCount, 'queued, retry and parked counts')
-    assert(this.woken.length === 0, 'nothing left to re-evaluate between calls')
-    this.nhIndexes.invariants()
-    this.routeIndexes.invariants()
-    assert(this.nhIndexes.used === indexed[0] && this.routeIndexes.used === indexed[1], 'every owned index belongs to a live entry')
+    if (this.out.fenced) return
+    checkInvariants({
+      nhs: this.nhs,
+      routes: this.routes,
+      indexes: this.indexes,
+      out: this.out,
+      stateCounts: this.stateCounts,
+      woken: this.woken,
+      learning: this.learning,
+    })
   }
 }
