@@ -745,6 +745,12 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         this.counters.rxDropped++
         return
       }
+      if (seqLe(h.seq, sock.rcvSeq)) {
+        // Sent to this RE while it was the secondary, for an earlier replication round, and read
+        // only after its promotion: the socket already has it, from that round's pre-existing data.
+        this.counters.rxStale++
+        return
+      }
       if (ended) return sock.peerClosed(rst ? rxError(h.handle, bytes.subarray(start, end)) : null)
       sock.deliver(this.slab.copy(bytes.subarray(start, end)), addr)
     } else {

@@ -168,6 +168,33 @@ describe('regressions', () => {
     expect(text(duo.pair(sock.handle)!.recv.queue)).toBe('once')
   })
 
+  for (const heard of [true]) {
+    it(`RX sent to the secondary for an earlier round and still queued at a takeover does not reach the new primary twice (${heard ? 'functional' : 'DONE not yet acked'})`, async () => {
+      // The secondary's chassis link lagged a whole handshake behind its KKCM. The simulation found
+      // it once the handshake took one round trip (the new round's pair is complete sooner).
+      const duo = new Duo()
+      const { sock, peer } = await duo.connect()
+      await duo.replicate(sock)
+      peer.write(enc('once')) // RX to both; the secondary's copy stays in its link
+      sock.unreplicate()
+      await duo.run([duo.cs])
+      sock.replicate().catch(() => {})
+      await duo.run(heard ? [duo.cs] : [duo.cs, duo.sp]) // the new round's pre-existing data has the chunk
+      expect(duo.pair(sock.handle)!.complete).toBe(true)
+      expect(duo.sr(sock).functional).toBe(heard)
+      expect(duo.cs.length).toBeGreaterThan(0)
+      const r = await duo.takeover()
+      expect(r.adopted).toContain(sock.handle)
+      await duo.run() // the old round's RX arrives at the new primary now
+      const merged = duo.s.sockets.get(sock.handle)!
+      expect(text(merged.rcv)).toBe('once')
+      expect(duo.s.counters.rxStale).toBe(1)
+      peer.write(enc('+next'))
+      await duo.run()
+      expect(text(merged.rcv)).toBe('once+next')
+    })
+  }
+
   it("a late 'hold' reply from a failed round does not start the next round's snapshot", async () => {
     const duo = new Duo()
     const { sock, peer } = await duo.connect()
