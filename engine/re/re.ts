@@ -18,7 +18,7 @@ import { RecordQueue, Slab, type Addr, type QueuedRecord } from '../socket/recor
 import { Socket, defaultSocketLimits, type SocketHost, type SocketKind, type SocketLimits } from '../socket/socket.ts'
 import { InitStep, SR, SRI } from '../sdrl/flags.ts'
 import { SrPrimary, type PrimaryHost } from '../sdrl/primary.ts'
-import { SnoopPair, type SocketParams } from '../sdrl/secondary.ts'
+import { RefusedHandshakes, SnoopPair, type SocketParams } from '../sdrl/secondary.ts'
 import { decodeAddr, forEachRecord, type FrameSink } from './sink.ts'
 
 export type Role = 'primary' | 'secondary'
@@ -110,6 +110,8 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   private readonly replicateWanted = new Set<number>()
   /** Secondary: connections the chassis closed (handles are never reused), newest last. */
   private readonly closedHandles = new Set<number>()
+  /** Secondary: handshakes refused with INIT_NAK whose remaining frames are still on their way. */
+  private readonly refusedInit = new RefusedHandshakes()
   private lastSyncReport = ''
   /** Set by quiesce(): every write() fails with EAGAIN (a graceful switchover is under way). */
   frozen = false
@@ -136,6 +138,8 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     unreadSentAtMerge: 0,
     rxDropped: 0,
     rxStale: 0,
+    /** Secondary: frames of a handshake it had refused with INIT_NAK, dropped (RefusedHandshakes). */
+    initDroppedAfterNak: 0,
     hookErrors: 0,
   }
 
@@ -473,6 +477,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         return
       }
       case MsgType.INIT_PARAMS: {
+        this.refusedInit.end(h.handle) // a new round: the tail of a refused one came before it
         // A complete pair is a live round's takeover state (a new round always follows UNREPLICATE):
         // a stray INIT_PARAMS must not replace it.
         if (this.pairs.get(h.handle)?.complete) return this.reject('params-unexpected')
@@ -502,6 +507,10 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       }
       case MsgType.INIT_RCVDATA:
       case MsgType.INIT_SNDDATA: {
+        if (this.refusedInit.tail(h.handle, false)) {
+          this.counters.initDroppedAfterNak++
+          return
+        }
         const pair = this.pairs.get(h.handle)
         if (!pair) return this.reject('initdata-unknown-handle')
         const pl = this.payload(h, bytes, off)
@@ -519,6 +528,10 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         return
       }
       case MsgType.INIT_DONE: {
+        if (this.refusedInit.tail(h.handle, true)) {
+          this.counters.initDroppedAfterNak++
+          return
+        }
         const pair = this.pairs.get(h.handle)
         if (!pair) return this.reject('done-unknown-handle')
         const why = pair.done()
@@ -536,6 +549,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         return
       }
       case MsgType.UNREPLICATE: {
+        this.refusedInit.end(h.handle)
         const pair = this.pairs.get(h.handle)
         if (!pair) return this.reject('unreplicate-unknown-handle')
         this.dropPair(pair)
@@ -606,6 +620,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     tell()
     const pair = this.pairs.get(handle)
     if (pair) this.dropPair(pair)
+    this.refusedInit.refused(handle) // the rest of this handshake is on its way: drop it quietly
   }
 
   private sendAck(pair: SnoopPair): void {

@@ -18,9 +18,10 @@ export const SRI = {
   SRI_SETPARAMS: 0x0001, // secondary: parameters received
   SRI_SETRCVDATA: 0x0002, // secondary: pre-existing receive data received
   SRI_SETSNDDATA: 0x0004, // secondary: pre-existing send data received
-  SRI_SENDPARAMS: 0x0010, // primary: parameters sent
-  SRI_SENDRCVDATA: 0x0020, // primary: pre-existing receive data sent
-  SRI_SENDSNDDATA: 0x0040, // primary: pre-existing send data sent
+  // The primary sends the whole handshake at once (primary.ts): its SEND bits follow the INIT_ACKs.
+  SRI_SENDPARAMS: 0x0010, // primary: the whole handshake queued, awaiting the PARAMS ack
+  SRI_SENDRCVDATA: 0x0020, // primary: parameters acked, awaiting the RCVDATA ack
+  SRI_SENDSNDDATA: 0x0040, // primary: pre-existing receive data acked, awaiting the SNDDATA ack
   SRI_INITINPROGRESS: 0x0100,
   SRI_DONE: 0x0200,
 } as const

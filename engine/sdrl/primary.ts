@@ -3,16 +3,30 @@
 //
 // States (SR_* bits, SRI_* sub-states) and every legal transition:
 //   (none)                         --getHandle-->        SR_INIT_PRIMARY   / SRI_INITINPROGRESS
-//   SR_INIT_PRIMARY/INITINPROGRESS --replicate, held-->  SRI_SENDPARAMS    (INIT_PARAMS sent)
-//   SRI_SENDPARAMS                 --INIT_ACK PARAMS-->  SRI_SENDRCVDATA   (INIT_RCVDATA sent)
-//   SRI_SENDRCVDATA                --INIT_ACK RCVDATA--> SRI_SENDSNDDATA   (INIT_SNDDATA sent)
-//   SRI_SENDSNDDATA                --INIT_ACK SNDDATA--> SRI_DONE          (INIT_DONE sent)
+//   SR_INIT_PRIMARY/INITINPROGRESS --replicate, held-->  SRI_SENDPARAMS    (the whole handshake queued, see below)
+//   SRI_SENDPARAMS                 --INIT_ACK PARAMS-->  +SRI_SENDRCVDATA
+//   SRI_SENDRCVDATA                --INIT_ACK RCVDATA--> +SRI_SENDSNDDATA
+//   SRI_SENDSNDDATA                --INIT_ACK SNDDATA--> SRI_DONE          (INITINPROGRESS cleared)
 //   SRI_DONE                       --INIT_ACK DONE-->    SR_REP_PRIMARY|SR_REP_FUNCTIONAL (FUNCTIONAL sent)
 //   SR_INIT_PRIMARY (any SRI_*)    --init timeout / peer lost / INIT_NAK--> SR_REP_PRIMARY (non-functional)
 //   SR_REP_FUNCTIONAL              --ack timeout / peer lost / INIT_NAK--> SR_REP_PRIMARY (non-functional)
 //   any                            --unreplicate / peer UNREPLICATE-->     torn down (sr = null)
 // Writes fail with EAGAIN from getHandle until functional. Once non-functional, records flow to the
 // transport without waiting for acks (invariant 6: losing the secondary never stops the primary).
+//
+// One round trip (the rule here): once the chassis holds received data, the primary sends the
+// whole handshake at once, in order: INIT_PARAMS, the pre-existing receive data as INIT_RCVDATA
+// then FIN, the send buffer as INIT_SNDDATA then FIN, INIT_DONE. The KKCM is FIFO per direction
+// and the secondary takes these strictly in order, so nothing waits for an answer; the socket is
+// functional one round trip after 'held' instead of four. All of it describes the instant of
+// 'held': the parameters, the unread received data (the app may read on meanwhile) and the send
+// buffer, which cannot change until functional (write() is refused and txMode() is STOP, so no
+// record leaves `snd` and txSeq stands still; enterFunctional() asserts it). The secondary still
+// acks every step, and the acks drive the sub-states above: each must be the next step (an
+// out-of-order or repeated one is rejected with a reason and counted), so SRI_SEND* now says how
+// far the secondary has confirmed, not what has been sent. Acking every step keeps the timer rule
+// below meaningful for a large resync (the frames of one handshake may wait a long time for room
+// on a shared link) and keeps the wire protocol as it was.
 //
 // The handshake timer (`initTimeout`, host.initTimeoutMs) bounds that EAGAIN: start() arms it, so
 // the chassis's 'hold' reply and the answer to INIT_PARAMS share the first window; every accepted
@@ -23,6 +37,11 @@
 // gets UNREPLICATE, held received data goes to the primary, and the socket carries on unreplicated.
 // A dead or hung secondary is found sooner by keepalive silence (peer lost); this timer catches a
 // live one that never answers a step, or a KKCM link that stays full.
+//
+// INIT_NAK: the secondary refused the handshake and dropped the pair; fail('secondary-refused')
+// drops whatever of the handshake is still in the outbox. What already went out reaches a
+// secondary without a pair: it drops those frames quietly until the handshake's end or a new
+// round (secondary.ts, RefusedHandshakes).
 //
 // The release point (where a record waits for its ack): the chassis, not this RE. Each record goes
 // to the chassis flagged HELD and right after that, in commit order, to the secondary as REPLICATE;
@@ -47,11 +66,11 @@
 // it fits both that window and the primary's own send buffer.
 // A CONGESTED flag (the secondary RE is over its memory budget) turns EAGAIN into ENOBUFS.
 
-import { NsrError, refusal } from '../errors.ts'
+import { NsrError, assert, refusal } from '../errors.ts'
 import { Timer, type Clock } from '../clock.ts'
 import { Flag, MsgType, seqAdd, seqDiff, seqLe, seqLt } from '../protocol/header.ts'
 import { framePayloadBytes, type FrameSink } from '../re/sink.ts'
-import type { Addr, QueuedRecord } from '../socket/records.ts'
+import type { Addr } from '../socket/records.ts'
 import { TxMode, type SendGate, type Socket } from '../socket/socket.ts'
 import { InitStep, SR, SRI } from './flags.ts'
 
@@ -105,8 +124,9 @@ export class SrPrimary implements SendGate {
   /** An UNREPLICATE the secondary must get before anything bypasses replication or a new round starts. */
   private stopOwed = false
   private afterStop: (() => void) | null = null
-  /** Unread received data at the moment the parameters were taken: the pre-existing rcv data. */
-  private rcvSnapshot: QueuedRecord[] = []
+  /** sndSeq and txSeq at 'held': the send buffer the handshake described (unchanged until functional). */
+  private heldSndSeq = 0
+  private heldTxSeq = 0
   private onFunctional: Array<(err: NsrError | null) => void> = []
   // Ack round-trip sampling: one record in ACK_RTT_SAMPLE_EVERY is timed until the ack covering it.
   private rttSeq = 0
@@ -360,63 +380,62 @@ export class SrPrimary implements SendGate {
     return new Promise<void>((resolve, reject) => this.onFunctional.push((err) => (err ? reject(err) : resolve())))
   }
 
-  /** The chassis holds received data now, and everything it delivered earlier is in the rcv buffer. */
+  /**
+   * The chassis holds received data now, and everything it delivered earlier is in the rcv buffer:
+   * the whole handshake goes out, in order, describing this instant (see the file comment).
+   */
   onHeld(round = this.round): void {
     if (!this.initializing || this.held || round !== this.round) return
     this.held = true
-    // Parameters and pre-existing receive data describe one instant: the app may read more before
-    // the secondary acks the parameters, and those chunks must still reach the secondary.
-    this.rcvSnapshot = [...this.sock.rcv]
-    const params = this.host.encodeParams(this.sock)
+    const sock = this.sock
+    // Copies of both queues: the outbox may wait for room, and the app may read on meanwhile.
+    const rcv = [...sock.rcv]
+    const snd = [...sock.snd]
+    const rcvSeq = sock.rcvSeq
+    const sndSeq = (this.heldSndSeq = sock.sndSeq)
+    this.heldTxSeq = sock.txSeq
+    const params = this.host.encodeParams(sock)
     this.push(() => this.send(MsgType.INIT_PARAMS, 0, 0, params))
+    for (const rec of rcv) {
+      const flags = rec.addr ? Flag.DATAGRAM : 0
+      this.push(() => this.send(MsgType.INIT_RCVDATA, flags, rec.seq, rec.data, rec.addr))
+    }
+    this.push(() => this.send(MsgType.INIT_RCVDATA, Flag.FIN, rcvSeq, null))
+    for (const rec of snd) {
+      const flags = rec.addr && sock.kind === 'udp' ? Flag.DATAGRAM : 0
+      this.push(() => this.send(MsgType.INIT_SNDDATA, flags, rec.seq, rec.data, flags ? rec.addr : null))
+    }
+    this.push(() => this.send(MsgType.INIT_SNDDATA, Flag.FIN, sndSeq, null))
+    this.push(() => this.send(MsgType.INIT_DONE, 0, sndSeq, null))
     this.initState |= SRI.SRI_SENDPARAMS
   }
 
-  /** INIT_ACK for `step`. Returns a reject reason or null. */
+  /** INIT_ACK for `step`: it must be the next step the secondary confirms. Returns a reject reason or null. */
   onInitAck(step: number, credit = this.credit): string | null {
     if (!this.initializing) return 'init-ack-not-initializing'
-    const sock = this.sock
     switch (step) {
-      case InitStep.PARAMS: {
+      case InitStep.PARAMS:
         if (this.initState !== (SRI.SRI_INITINPROGRESS | SRI.SRI_SENDPARAMS)) return 'init-ack-params-unexpected'
         this.initState |= SRI.SRI_SENDRCVDATA
-        const snapshot = this.rcvSnapshot
-        this.rcvSnapshot = []
-        for (const rec of snapshot) {
-          const flags = rec.addr ? Flag.DATAGRAM : 0
-          this.push(() => this.send(MsgType.INIT_RCVDATA, flags, rec.seq, rec.data, rec.addr))
-        }
-        this.push(() => this.send(MsgType.INIT_RCVDATA, Flag.FIN, sock.rcvSeq, null))
-        this.armInitTimer()
-        return null
-      }
-      case InitStep.RCVDATA: {
+        break
+      case InitStep.RCVDATA:
         if (!(this.initState & SRI.SRI_SENDRCVDATA) || this.initState & SRI.SRI_SENDSNDDATA) return 'init-ack-rcvdata-unexpected'
         this.initState |= SRI.SRI_SENDSNDDATA
-        for (const rec of sock.snd) {
-          const flags = rec.addr && sock.kind === 'udp' ? Flag.DATAGRAM : 0
-          this.push(() => this.send(MsgType.INIT_SNDDATA, flags, rec.seq, rec.data, flags ? rec.addr : null))
-        }
-        this.push(() => this.send(MsgType.INIT_SNDDATA, Flag.FIN, sock.sndSeq, null))
-        this.armInitTimer()
-        return null
-      }
-      case InitStep.SNDDATA: {
+        break
+      case InitStep.SNDDATA:
         if (!(this.initState & SRI.SRI_SENDSNDDATA) || this.initState & SRI.SRI_DONE) return 'init-ack-snddata-unexpected'
         this.initState = SRI.SRI_DONE | (this.initState & ~SRI.SRI_INITINPROGRESS)
-        this.push(() => this.send(MsgType.INIT_DONE, 0, sock.sndSeq, null))
-        this.armInitTimer()
-        return null
-      }
-      case InitStep.DONE: {
+        break
+      case InitStep.DONE:
         if (!(this.initState & SRI.SRI_DONE)) return 'init-ack-done-unexpected'
         this.credit = credit // the secondary's whole window for this socket (a refused ack changes nothing)
         this.enterFunctional()
         return null
-      }
       default:
         return 'init-ack-bad-step'
     }
+    this.armInitTimer() // progress: a whole window again for the next step
+    return null
   }
 
   /** (Re)arms the handshake timer: a whole initTimeoutMs for the step just begun. */
@@ -433,9 +452,10 @@ export class SrPrimary implements SendGate {
 
   private enterFunctional(): void {
     const sock = this.sock
+    assert(sock.sndSeq === this.heldSndSeq && sock.txSeq === this.heldTxSeq, `socket ${this.handle}: the send buffer changed during the handshake`)
     this.initTimer.stop()
     this.state = SR.SR_REP_PRIMARY | SR.SR_REP_FUNCTIONAL
-    // Everything in the send buffer went over as pre-existing send data and was acked.
+    // Everything in the send buffer went over as pre-existing send data (at 'held') and was acked.
     this.seq = sock.sndSeq
     this.ack = sock.sndSeq
     this.ackOffset = sock.sndOffset

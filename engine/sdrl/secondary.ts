@@ -3,15 +3,22 @@
 // secondary side of the init handshake.
 //
 // States and every legal transition:
-//   (none)                  --INIT_PARAMS-->              SR_INIT_SECONDARY / SRI_INITINPROGRESS|SRI_SETPARAMS
-//   SRI_SETPARAMS           --INIT_RCVDATA (FIN)-->       +SRI_SETRCVDATA
-//   SRI_SETRCVDATA          --INIT_SNDDATA (FIN)-->       +SRI_SETSNDDATA
-//   SRI_SETSNDDATA          --INIT_DONE-->                SRI_DONE
+//   (none)                  --INIT_PARAMS-->              SR_INIT_SECONDARY / SRI_INITINPROGRESS|SRI_SETPARAMS  (INIT_ACK PARAMS)
+//   SRI_SETPARAMS           --INIT_RCVDATA (FIN)-->       +SRI_SETRCVDATA                                      (INIT_ACK RCVDATA)
+//   SRI_SETRCVDATA          --INIT_SNDDATA (FIN)-->       +SRI_SETSNDDATA                                      (INIT_ACK SNDDATA)
+//   SRI_SETSNDDATA          --INIT_DONE-->                SRI_DONE                                             (INIT_ACK DONE, with the window)
 //   SRI_DONE                --FUNCTIONAL-->               SR_REP_SECONDARY|SR_REP_FUNCTIONAL
 //   SR_REP_FUNCTIONAL       --REPLICATE / TXDONE-->       (same; records appended, PSRM advanced)
 //   any                     --UNREPLICATE / unreplicate()--> torn down
 //   SRI_DONE or FUNCTIONAL  --promotion (merge)-->        a live socket on the new primary
-// A message arriving in any other state is rejected with a reason and counted.
+// A message arriving in any other state is rejected with a reason and counted; one that breaks a
+// handshake in progress also gets INIT_NAK and the pair is dropped.
+//
+// The primary sends a whole handshake at once (primary.ts), so INIT_PARAMS to INIT_DONE arrive
+// back to back; they are still taken one at a time, in order, and each step is acked on its own
+// (the primary's sub-states and its handshake timer follow those acks). After an INIT_NAK the
+// rest of that handshake is already on its way: RefusedHandshakes lets those frames be dropped
+// quietly (counted, not rejected) instead of meeting a pair that is gone.
 //
 // Records are kept (`retained`) until the primary says the chassis has them (TXDONE, or the ack
 // field of a REPLICATE): after a failover the new primary resends exactly those the chassis lacks.
@@ -275,5 +282,42 @@ export class SnoopPair extends EventEmitter {
       unreadRecvBytes: this.recv.queue.bytes,
       ...this.stat,
     }
+  }
+}
+
+/** The most refused handshakes remembered at once (the oldest is forgotten first). */
+const MAX_REFUSED_HANDSHAKES = 4096
+
+/**
+ * Handles whose handshake in progress the secondary refused (INIT_NAK sent, pair dropped). The
+ * frames of that handshake still to come (INIT_RCVDATA, INIT_SNDDATA, INIT_DONE: the primary sent
+ * them before it could hear the NAK) are its tail: dropped, not taken for a new handshake nor
+ * rejected. The mark ends with INIT_DONE (the handshake's last frame), or with INIT_PARAMS or
+ * UNREPLICATE for the handle: FIFO order puts the whole tail before either. The primary may never
+ * send the tail's end (its outbox is dropped when the NAK arrives), hence the bound.
+ */
+export class RefusedHandshakes {
+  private readonly handles = new Set<number>()
+
+  get size(): number {
+    return this.handles.size
+  }
+
+  refused(handle: number): void {
+    this.handles.delete(handle)
+    this.handles.add(handle)
+    if (this.handles.size > MAX_REFUSED_HANDSHAKES) this.handles.delete(this.handles.values().next().value!)
+  }
+
+  /** True when this init frame belongs to a refused handshake (INIT_DONE, its last, ends the mark). */
+  tail(handle: number, done: boolean): boolean {
+    if (!this.handles.has(handle)) return false
+    if (done) this.handles.delete(handle)
+    return true
+  }
+
+  /** A new round (INIT_PARAMS) or a teardown (UNREPLICATE): whatever came before is over. */
+  end(handle: number): void {
+    this.handles.delete(handle)
   }
 }

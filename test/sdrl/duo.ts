@@ -103,6 +103,17 @@ export class Duo {
     await this.deliver(link)
   }
 
+  /**
+   * Delivers one raw frame to `link`'s receiver ahead of the frames still queued on it, which stay
+   * queued: the state a FIFO link reaches only between two of its frames, met by a stray one.
+   */
+  async injectAhead(link: SimLink, type: number, flags: number, handle: number, seq: number, ack: number, credit: number, payload: Uint8Array | null = null): Promise<void> {
+    const side = new SimLink(`${link.name} (ahead)`, link.capacityBytes)
+    if (!side.inject(encodeFrame(type, flags, handle, seq, ack, credit, payload))) throw new Error(`a frame too big for ${link.name}`)
+    side.deliver(this.rx.get(link)!, 1)
+    await this.settle()
+  }
+
   /** A connected TCP socket on the primary (its far end is peers[last]). */
   async connect(): Promise<{ sock: Socket; peer: MemoryPeer }> {
     const req = this.p.connect({ port: SERVE_PORT })

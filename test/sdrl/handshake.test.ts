@@ -1,21 +1,32 @@
 // The init handshake (IHA), one transition at a time on both sides, then every message that is
 // unexpected in each state: rejected with its reason, counted, and the state left as it was.
 // Frames travel on the simulation's SimLinks, delivered by hand (test/sdrl/duo.ts).
+//
+// The primary sends the whole handshake at once when the chassis holds (INIT_PARAMS, INIT_RCVDATA
+// ... FIN, INIT_SNDDATA ... FIN, INIT_DONE); the secondary acks every step, and those acks move
+// the primary's sub-states. So a stage is reached by delivering that many frames to the secondary
+// (one per step when no data is pre-existing) and, for the primary, their acks.
 
 import { describe, expect, it } from 'vitest'
 import { NsrError } from '../../engine/errors.ts'
 import { Flag, MsgType } from '../../engine/protocol/header.ts'
 import { InitStep, SR, SRI } from '../../engine/sdrl/flags.ts'
+import { RefusedHandshakes } from '../../engine/sdrl/secondary.ts'
 import type { Socket } from '../../engine/socket/socket.ts'
 import { Duo } from './duo.ts'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
 
-/** How far the handshake has gone. Each stage leaves the link to the side under test empty. */
+/** How far the handshake has gone. */
 const primaryStages = ['init', 'params', 'rcvdata', 'snddata', 'done', 'functional'] as const
 const secondaryStages = ['setparams', 'setrcvdata', 'setsnddata', 'done', 'functional'] as const
 type PrimaryStage = (typeof primaryStages)[number]
 type SecondaryStage = (typeof secondaryStages)[number]
+
+/** The frames of a handshake with no pre-existing data: PARAMS, RCVDATA FIN, SNDDATA FIN, DONE. */
+const HANDSHAKE_FRAMES = 4
+
+const refusedOf = (duo: Duo): RefusedHandshakes => (duo.s as unknown as { refusedInit: RefusedHandshakes }).refusedInit
 
 async function setup(): Promise<{ duo: Duo; sock: Socket; h: number; done: Promise<void> }> {
   const duo = new Duo()
@@ -25,27 +36,34 @@ async function setup(): Promise<{ duo: Duo; sock: Socket; h: number; done: Promi
   return { duo, sock, h: sock.handle, done }
 }
 
-/** Drives the primary to `stage`; the next frame from the secondary has not been sent yet. */
+/**
+ * Drives the primary to `stage`: the secondary has taken one frame per step before it and the
+ * primary every ack of those; the link to the primary is empty, the rest of the handshake is still
+ * on the link to the secondary.
+ */
 async function primaryAt(stage: PrimaryStage) {
   const t = await setup()
   const steps = primaryStages.indexOf(stage)
-  if (steps >= 1) await t.duo.chassisRound() // prl hold answered: INIT_PARAMS sent
-  for (let i = 1; i < steps; i++) {
-    await t.duo.deliver(t.duo.ps) // the secondary acks the step
-    await t.duo.deliver(t.duo.sp) // the primary moves on
+  if (steps >= 1) await t.duo.chassisRound() // prl hold answered: the whole handshake sent
+  if (steps >= 2) {
+    await t.duo.deliver(t.duo.ps, steps - 1) // the secondary takes (and acks) that many steps
+    await t.duo.deliver(t.duo.sp) // the primary takes the acks
   }
+  if (stage === 'functional') await t.duo.deliver(t.duo.ps) // FUNCTIONAL: the link to the secondary is empty
   return t
 }
 
-/** Drives the secondary to `stage`; the primary's next frame has not been sent yet. */
+/** Drives the secondary to `stage`; the rest of the handshake is still queued on the link to it. */
 async function secondaryAt(stage: SecondaryStage) {
   const t = await setup()
   await t.duo.chassisRound()
-  await t.duo.deliver(t.duo.ps)
-  for (let i = 0; i < secondaryStages.indexOf(stage); i++) {
-    await t.duo.deliver(t.duo.sp)
-    await t.duo.deliver(t.duo.ps)
+  if (stage !== 'functional') {
+    await t.duo.deliver(t.duo.ps, secondaryStages.indexOf(stage) + 1)
+    return t
   }
+  await t.duo.deliver(t.duo.ps)
+  await t.duo.deliver(t.duo.sp) // the DONE ack: the primary sends FUNCTIONAL
+  await t.duo.deliver(t.duo.ps)
   return t
 }
 
@@ -76,59 +94,63 @@ describe('init handshake, transition by transition', () => {
     expect(() => sock.write(enc('x'))).toThrow(expect.objectContaining({ code: 'EAGAIN' }))
     expect(toSecondary).toHaveLength(0)
 
-    // The chassis holds received data, then the primary sends its parameters: SRI_SENDPARAMS.
+    // The chassis holds received data, then the primary sends the whole handshake at once, in
+    // order, describing this instant; its sub-state waits for the first ack: SRI_SENDPARAMS.
     await duo.chassisRound()
     expect(duo.core.conns.get(h)!.mode).toBe('hold')
     expect(sr.initState).toBe(SRI.SRI_INITINPROGRESS | SRI.SRI_SENDPARAMS)
-    expect(toSecondary.map((f) => f.type)).toEqual([MsgType.INIT_PARAMS])
+    const handshake = [
+      [MsgType.INIT_PARAMS, 0, 0],
+      [MsgType.INIT_RCVDATA, 1, 0],
+      [MsgType.INIT_RCVDATA, 2, 0],
+      [MsgType.INIT_RCVDATA, 2, Flag.FIN],
+      [MsgType.INIT_SNDDATA, 1, 0],
+      [MsgType.INIT_SNDDATA, 2, 0],
+      [MsgType.INIT_SNDDATA, 2, Flag.FIN],
+      [MsgType.INIT_DONE, 2, 0],
+    ]
+    const sent = () => toSecondary.map((f) => [f.type, f.seq, f.flags & Flag.FIN])
+    expect(sent()).toEqual(handshake)
 
     // Secondary: (none) --INIT_PARAMS--> SR_INIT_SECONDARY / SRI_INITINPROGRESS|SRI_SETPARAMS, 'split'.
-    await duo.deliver(duo.ps)
+    await duo.deliver(duo.ps, 1)
     const pair = duo.pair(h)!
     expect(pair.state).toBe(SR.SR_INIT_SECONDARY)
     expect(pair.initState).toBe(SRI.SRI_INITINPROGRESS | SRI.SRI_SETPARAMS)
     expect(app).toEqual([`split ${h}`])
     expect(toPrimary.at(-1)).toMatchObject({ type: MsgType.INIT_ACK, seq: InitStep.PARAMS })
 
-    // Primary: SRI_SENDPARAMS --INIT_ACK PARAMS--> +SRI_SENDRCVDATA: both chunks, then FIN.
+    // Primary: SRI_SENDPARAMS --INIT_ACK PARAMS--> +SRI_SENDRCVDATA, and sends nothing more.
     await duo.deliver(duo.sp)
     expect(sr.initState).toBe(SRI.SRI_INITINPROGRESS | SRI.SRI_SENDPARAMS | SRI.SRI_SENDRCVDATA)
-    expect(toSecondary.slice(1).map((f) => [f.type, f.flags & Flag.FIN])).toEqual([
-      [MsgType.INIT_RCVDATA, 0],
-      [MsgType.INIT_RCVDATA, 0],
-      [MsgType.INIT_RCVDATA, Flag.FIN],
-    ])
+    expect(sent()).toEqual(handshake)
 
     // Secondary: --INIT_RCVDATA FIN--> +SRI_SETRCVDATA, the chunks in the receive snoop.
-    await duo.deliver(duo.ps)
+    await duo.deliver(duo.ps, 3)
     expect(pair.initState).toBe(SRI.SRI_INITINPROGRESS | SRI.SRI_SETPARAMS | SRI.SRI_SETRCVDATA)
     expect(pair.recv.queue.length).toBe(2)
     expect(toPrimary.at(-1)).toMatchObject({ type: MsgType.INIT_ACK, seq: InitStep.RCVDATA })
 
-    // Primary: --INIT_ACK RCVDATA--> +SRI_SENDSNDDATA: both records, then FIN.
+    // Primary: --INIT_ACK RCVDATA--> +SRI_SENDSNDDATA.
     await duo.deliver(duo.sp)
-    expect(sr.initState & SRI.SRI_SENDSNDDATA).toBeTruthy()
-    expect(toSecondary.slice(4).map((f) => [f.type, f.seq, f.flags & Flag.FIN])).toEqual([
-      [MsgType.INIT_SNDDATA, 1, 0],
-      [MsgType.INIT_SNDDATA, 2, 0],
-      [MsgType.INIT_SNDDATA, 2, Flag.FIN],
-    ])
+    expect(sr.initState).toBe(SRI.SRI_INITINPROGRESS | SRI.SRI_SENDPARAMS | SRI.SRI_SENDRCVDATA | SRI.SRI_SENDSNDDATA)
 
     // Secondary: --INIT_SNDDATA FIN--> +SRI_SETSNDDATA, records in the send snoop and retained.
-    await duo.deliver(duo.ps)
+    await duo.deliver(duo.ps, 3)
     expect(pair.initState & SRI.SRI_SETSNDDATA).toBeTruthy()
     expect(pair.seq).toBe(2)
     expect(pair.retained.length).toBe(2)
     expect(toPrimary.at(-1)).toMatchObject({ type: MsgType.INIT_ACK, seq: InitStep.SNDDATA })
 
-    // Primary: --INIT_ACK SNDDATA--> SRI_DONE (INITINPROGRESS cleared), INIT_DONE sent.
+    // Primary: --INIT_ACK SNDDATA--> SRI_DONE (INITINPROGRESS cleared).
     await duo.deliver(duo.sp)
     expect(sr.initState & SRI.SRI_DONE).toBeTruthy()
     expect(sr.initState & SRI.SRI_INITINPROGRESS).toBe(0)
-    expect(toSecondary.at(-1)!.type).toBe(MsgType.INIT_DONE)
+    expect(sent()).toEqual(handshake)
 
     // Secondary: --INIT_DONE--> SRI_DONE: complete (a takeover could adopt it now); DONE ack has the window.
-    await duo.deliver(duo.ps)
+    await duo.deliver(duo.ps, 1)
+    expect(duo.ps.length).toBe(0)
     expect(pair.initState).toBe(SRI.SRI_DONE)
     expect(pair.complete).toBe(true)
     expect(pair.functional).toBe(false)
@@ -152,6 +174,81 @@ describe('init handshake, transition by transition', () => {
     await duo.run()
     expect(Buffer.concat(peer.received).toString()).toBe('rec-1rec-2')
     expect(pair.retained.length).toBe(0)
+    expect(duo.p.counters.rejected + duo.s.counters.rejected).toBe(0)
+  })
+
+  it('one round trip: the secondary takes the whole handshake in one delivery, the primary all four acks in one', async () => {
+    const duo = new Duo()
+    const { sock, peer } = await duo.connect()
+    peer.write(enc('pre-rcv'))
+    await duo.chassisRound()
+    sock.txCredit = 0
+    sock.write(enc('pre-snd'))
+    const toPrimary = Duo.recorder(duo.sp)
+    const done = sock.replicate()
+    await duo.chassisRound()
+    expect(await duo.deliver(duo.ps)).toBe(6) // PARAMS, RCVDATA + FIN, SNDDATA + FIN, DONE
+    const pair = duo.pair(sock.handle)!
+    expect(pair.complete).toBe(true)
+    expect(toPrimary.map((f) => [f.type, f.seq])).toEqual([
+      [MsgType.INIT_ACK, InitStep.PARAMS],
+      [MsgType.INIT_ACK, InitStep.RCVDATA],
+      [MsgType.INIT_ACK, InitStep.SNDDATA],
+      [MsgType.INIT_ACK, InitStep.DONE],
+    ])
+    await duo.deliver(duo.sp)
+    expect(duo.sr(sock).functional).toBe(true)
+    await done
+    // What went over describes the instant of 'held': the app reading on changes nothing.
+    expect(Buffer.from(sock.read()!.data).toString()).toBe('pre-rcv')
+    expect(Buffer.from(pair.recv.read()!.data).toString()).toBe('pre-rcv')
+    expect(Buffer.from(pair.send.read()!.data).toString()).toBe('pre-snd')
+    sock.addTxCredit(1000)
+    sock.write(enc('+live'))
+    await duo.run()
+    expect(Buffer.concat(peer.received).toString()).toBe('pre-snd+live')
+    expect(pair.retained.length).toBe(0)
+    expect(duo.p.counters.rejected + duo.s.counters.rejected).toBe(0)
+  })
+
+  it('a full link: the handshake waits in the outbox and goes out in order as room comes', async () => {
+    const duo = new Duo({ linkBytes: 4096 })
+    const { sock, peer } = await duo.connect()
+    const chunks = Array.from({ length: 12 }, (_, i) => `rcv-${i}-`.padEnd(200, '.'))
+    for (const c of chunks) peer.write(enc(c))
+    await duo.chassisRound()
+    sock.txCredit = 0
+    const records = Array.from({ length: 12 }, (_, i) => `snd-${i}-`.padEnd(200, '.'))
+    for (const r of records) sock.write(enc(r))
+    const toSecondary = Duo.recorder(duo.ps)
+    const done = sock.replicate()
+    await duo.chassisRound()
+    const queued = toSecondary.length
+    expect(queued).toBeLessThan(28) // the link is full: the rest waits for room
+    // While the handshake is under way the app reads what the snapshot holds, and transport credit
+    // comes back: the send buffer the handshake describes must not move (the primary asserts it).
+    while (sock.read()) {}
+    sock.addTxCredit(1 << 20)
+    await duo.chassisRound()
+    expect(peer.received).toHaveLength(0)
+    expect(sock.snd.length).toBe(records.length)
+    await duo.run()
+    await done
+    expect(duo.p.counters.initRetries).toBeGreaterThan(0)
+    expect(toSecondary.slice(0, 28).map((f) => [f.type, f.flags & Flag.FIN])).toEqual([
+      [MsgType.INIT_PARAMS, 0],
+      ...chunks.map(() => [MsgType.INIT_RCVDATA, 0]),
+      [MsgType.INIT_RCVDATA, Flag.FIN],
+      ...records.map(() => [MsgType.INIT_SNDDATA, 0]),
+      [MsgType.INIT_SNDDATA, Flag.FIN],
+      [MsgType.INIT_DONE, 0],
+    ])
+    const pair = duo.pair(sock.handle)!
+    expect(pair.functional).toBe(true)
+    const got: string[] = []
+    for (let r = pair.recv.read(); r; r = pair.recv.read()) got.push(Buffer.from(r.data).toString())
+    expect(got).toEqual(chunks)
+    expect(Buffer.concat(peer.received).toString()).toBe(records.join(''))
     expect(duo.p.counters.rejected + duo.s.counters.rejected).toBe(0)
   })
 
@@ -182,6 +279,100 @@ describe('init handshake, transition by transition', () => {
     await Promise.all([done, again])
     expect(duo.sr(sock).round).toBe(1)
     expect(duo.p.counters.rejected + duo.s.counters.rejected).toBe(0)
+  })
+})
+
+// ---- INIT_NAK while the rest of the handshake is in flight ---------------------------------------
+
+describe('INIT_NAK: the rest of the refused handshake is already on its way', () => {
+  /** A connected socket with pre-existing data both ways, whose INIT_PARAMS the secondary cannot decode. */
+  async function refusing(opts: { linkBytes?: number; chunks?: number } = {}) {
+    const duo = new Duo({ linkBytes: opts.linkBytes })
+    const { sock, peer } = await duo.connect()
+    const n = opts.chunks ?? 2
+    for (let i = 0; i < n; i++) peer.write(enc(`rcv-${i}-`.padEnd(200, '.')))
+    await duo.chassisRound()
+    sock.txCredit = 0
+    for (let i = 0; i < n; i++) sock.write(enc(`snd-${i}-`.padEnd(200, '.')))
+    duo.p.encodeParams = () => new Uint8Array([0x92]) // a two-element array, cut short: undecodable
+    const splits: number[] = []
+    duo.s.on('split', (pair) => splits.push(pair.handle))
+    const toSecondary = Duo.recorder(duo.ps)
+    const done = sock.replicate()
+    done.catch(() => {})
+    return { duo, sock, peer, done, splits, toSecondary, n }
+  }
+
+  it('the secondary refuses INIT_PARAMS: the tail is dropped quietly, the primary carries on alone, a new round succeeds', async () => {
+    const { duo, sock, peer, done, splits, toSecondary, n } = await refusing()
+    await duo.chassisRound()
+    const frames = 1 + (n + 1) + (n + 1) + 1
+    expect(toSecondary).toHaveLength(frames)
+    // One delivery: INIT_PARAMS refused (INIT_NAK), then the rest of that handshake after it.
+    expect(await duo.deliver(duo.ps)).toBe(frames)
+    expect(duo.s.counters.rejectReasons).toEqual({ 'params-undecodable': 1 })
+    expect(duo.s.counters.initDroppedAfterNak).toBe(frames - 1)
+    expect(duo.pair(sock.handle)).toBeUndefined()
+    expect(splits).toEqual([])
+    expect(refusedOf(duo).size).toBe(0) // INIT_DONE ended the mark
+    // The primary hears the NAK: the handshake fails, and nothing waits for the secondary any more.
+    await duo.deliver(duo.sp)
+    await expect(done).rejects.toMatchObject({ code: 'ECLOSED', message: expect.stringMatching(/secondary-refused/) })
+    expect(duo.sr(sock).initializing).toBe(false)
+    expect(duo.p.counters.rejected).toBe(0)
+    sock.addTxCredit(1 << 20)
+    sock.write(enc('alone'))
+    await duo.run()
+    expect(Buffer.concat(peer.received).toString()).toMatch(/^snd-0-\.+snd-1-\.+alone$/)
+    expect(duo.core.conns.get(sock.handle)!.mode).toBe('primary')
+    // A later round is a new handshake, not the tail of the refused one.
+    delete (duo.p as { encodeParams?: unknown }).encodeParams
+    const again = sock.replicate()
+    await duo.run()
+    expect(duo.sr(sock).functional).toBe(true)
+    await again
+    expect(duo.pair(sock.handle)!.functional).toBe(true)
+    expect(duo.s.counters.rejected).toBe(1)
+    expect(duo.p.counters.rejected).toBe(0)
+  })
+
+  it('a NAK while part of the handshake still waits for room: the outbox is dropped, and the next INIT_PARAMS ends the mark', async () => {
+    const { duo, sock, done, toSecondary, n } = await refusing({ linkBytes: 4096, chunks: 12 })
+    await duo.chassisRound()
+    const frames = 1 + (n + 1) + (n + 1) + 1
+    expect(toSecondary.length).toBeLessThan(frames)
+    await duo.deliver(duo.ps, 1) // INIT_PARAMS refused; the room it frees lets more of the tail out
+    await duo.deliver(duo.sp) // INIT_NAK: the handshake fails and the outbox is dropped
+    await expect(done).rejects.toMatchObject({ code: 'ECLOSED' })
+    const sent = toSecondary.length
+    expect(sent).toBeLessThan(frames)
+    expect(toSecondary.some((f) => f.type === MsgType.INIT_DONE)).toBe(false)
+    await duo.run()
+    expect(toSecondary).toHaveLength(sent) // nothing more of that handshake went out
+    expect(duo.s.counters.initDroppedAfterNak).toBe(sent - 1)
+    expect(duo.s.counters.rejected).toBe(1)
+    expect(refusedOf(duo).size).toBe(1) // no INIT_DONE came: the mark waits for the next round
+    delete (duo.p as { encodeParams?: unknown }).encodeParams
+    const again = sock.replicate()
+    await duo.run()
+    expect(refusedOf(duo).size).toBe(0)
+    expect(duo.pair(sock.handle)?.functional).toBe(true)
+    await again
+    expect(duo.s.counters.rejected).toBe(1)
+    expect(duo.p.counters.rejected).toBe(0)
+  })
+
+  it('UNREPLICATE ends a mark, and at most a bounded number are kept', () => {
+    const refused = new RefusedHandshakes()
+    refused.refused(7)
+    expect(refused.tail(7, false)).toBe(true)
+    refused.end(7)
+    expect(refused.tail(7, false)).toBe(false)
+    for (let h = 1; h <= 5000; h++) refused.refused(h)
+    expect(refused.size).toBe(4096)
+    expect(refused.tail(1, false)).toBe(false) // the oldest went first
+    expect(refused.tail(5000, true)).toBe(true)
+    expect(refused.tail(5000, false)).toBe(false) // INIT_DONE ended it
   })
 })
 
@@ -367,7 +558,8 @@ describe('the secondary rejects what its state does not expect', () => {
         const pair = duo.pair(h)!
         const before = { state: pair.state, initState: pair.initState, seq: pair.seq }
         const naks = Duo.recorder(duo.sp)
-        await duo.inject(duo.ps, m.type, m.flags ?? 0, h, typeof m.seq === 'number' ? m.seq : 0, 0, 0)
+        const rest = duo.ps.length // the rest of the handshake, still on its way
+        await duo.injectAhead(duo.ps, m.type, m.flags ?? 0, h, typeof m.seq === 'number' ? m.seq : 0, 0, 0)
         expect(duo.s.counters.rejected).toBe(1)
         expect(duo.s.counters.rejectReasons[reason]).toBe(1)
         const nak = naks.some((f) => f.type === MsgType.INIT_NAK)
@@ -378,12 +570,20 @@ describe('the secondary rejects what its state does not expect', () => {
           await duo.run()
           expect(duo.sr(sock).functional).toBe(false)
           expect(duo.sr(sock).initializing).toBe(false)
+          // The rest of that handshake is dropped quietly: not rejected, not taken for a new pair.
+          expect(duo.s.counters.rejected).toBe(1)
+          expect(duo.s.counters.initDroppedAfterNak).toBe(rest)
+          expect(duo.pair(h)).toBeUndefined()
+          expect(refusedOf(duo).size).toBe(0) // INIT_DONE, the last of them, ended the mark
+          expect(duo.p.counters.rejected).toBe(0)
         } else {
+          expect(rest).toBe(stage === 'done' || stage === 'functional' ? 0 : HANDSHAKE_FRAMES - secondaryStages.indexOf(stage) - 1)
           expect(duo.pair(h)).toBe(pair)
           expect({ state: pair.state, initState: pair.initState, seq: pair.seq }).toEqual(before)
           await duo.run()
           expect(duo.sr(sock).functional).toBe(true)
           expect(duo.pair(h)!.functional).toBe(true)
+          expect(duo.s.counters.rejected).toBe(1)
         }
       })
     }

@@ -4,7 +4,8 @@
 //   pops with ACK_PENDING      -> replication fails: pending records reinjected, the app told,
 //                                 the secondary told to drop its (now stale) pair
 //   pops without, outstanding  -> restarted with ACK_PENDING set
-// The handshake timer (initTimeoutMs), armed by replicate() and re-armed by every INIT_ACK:
+// The handshake timer (initTimeoutMs), armed by replicate() and re-armed by every INIT_ACK (the
+// primary sends the whole handshake at once; the secondary still acks each step):
 //   a step never answered      -> the handshake fails ('init-timeout'): replicate() rejects, the
 //                                 socket carries on unreplicated, held received data is released
 //   each step answered in time -> the handshake completes, however long it takes in total
@@ -144,9 +145,10 @@ describe('handshake timer (initTimeoutMs)', () => {
     )
     const sr = duo.sr(sock)
     expect(initTimerRunning(sr)).toBe(true)
-    await duo.chassisRound() // 'hold' answered: INIT_PARAMS is on the link, and the secondary never reads it
+    await duo.chassisRound() // 'hold' answered: the whole handshake is on the link, and the secondary never reads it
     expect(sr.initState).toBe(SRI.SRI_INITINPROGRESS | SRI.SRI_SENDPARAMS)
-    expect(toSecondary.map((f) => f.type).filter((t) => t !== MsgType.KEEPALIVE)).toEqual([MsgType.INIT_PARAMS])
+    const handshake = [MsgType.INIT_PARAMS, MsgType.INIT_RCVDATA, MsgType.INIT_SNDDATA, MsgType.INIT_DONE]
+    expect(toSecondary.map((f) => f.type).filter((t) => t !== MsgType.KEEPALIVE)).toEqual(handshake)
     // Received data while initializing is held by the chassis, and writes are refused.
     peer.write(enc('held'))
     await duo.chassisRound()
@@ -169,7 +171,7 @@ describe('handshake timer (initTimeoutMs)', () => {
     await expect(done).rejects.toThrow(/init-timeout/)
     expect(events).toEqual(['false init-timeout', 'error init-timeout'])
     // The secondary is told to drop its half-built pair.
-    expect(toSecondary.map((f) => f.type).filter((t) => t !== MsgType.KEEPALIVE)).toEqual([MsgType.INIT_PARAMS, MsgType.UNREPLICATE])
+    expect(toSecondary.map((f) => f.type).filter((t) => t !== MsgType.KEEPALIVE)).toEqual([...handshake, MsgType.UNREPLICATE])
 
     // Unreplicated from here: writes go straight out, the held data reaches the primary.
     sock.write(enc('alone'))
@@ -177,9 +179,9 @@ describe('handshake timer (initTimeoutMs)', () => {
     expect(text()).toBe('alone')
     expect(duo.core.conns.get(sock.handle)!.mode).toBe('primary')
     expect(Buffer.from(sock.read()!.data).toString()).toBe('held')
-    // The secondary answered INIT_PARAMS late, then dropped the pair: the late ack is refused and counted.
+    // The secondary answered every step late, then dropped the pair: the late acks are refused and counted.
     expect(duo.pair(sock.handle)).toBeUndefined()
-    expect(duo.p.counters.rejectReasons['init-ack-not-initializing']).toBe(1)
+    expect(duo.p.counters.rejectReasons['init-ack-not-initializing']).toBe(4)
     expect(duo.p.counters.initTimeouts).toBe(1)
     // A later replicate() starts afresh and completes.
     await duo.replicate(sock)
@@ -212,14 +214,20 @@ describe('handshake timer (initTimeoutMs)', () => {
     sock.write(enc('pre'))
     const done = sock.replicate()
     const sr = duo.sr(sock)
-    await duo.chassisRound() // INIT_PARAMS sent, at the time replicate() armed the timer
-    const steps = [InitStep.PARAMS, InitStep.RCVDATA, InitStep.SNDDATA, InitStep.DONE]
-    for (const step of steps) {
+    await duo.chassisRound() // the whole handshake sent, at the time replicate() armed the timer
+    // Frames per step: PARAMS; RCVDATA FIN; SNDDATA 'pre' and FIN; DONE.
+    const steps: Array<[InitStep, number]> = [
+      [InitStep.PARAMS, 1],
+      [InitStep.RCVDATA, 1],
+      [InitStep.SNDDATA, 2],
+      [InitStep.DONE, 1],
+    ]
+    for (const [step, frames] of steps) {
       duo.clock.advance(INIT_TIMEOUT_MS - 1)
       await duo.settle()
       expect(sr.initializing).toBe(true)
-      await duo.deliver(duo.ps) // the secondary answers the step
-      await duo.deliver(duo.sp) // the primary takes the ack: the next step, and a whole window again
+      await duo.deliver(duo.ps, frames) // the secondary answers the step
+      await duo.deliver(duo.sp) // the primary takes the ack: a whole window again for the next step
       expect(toPrimary.filter((f) => f.type === MsgType.INIT_ACK).map((f) => f.seq).at(-1)).toBe(step)
     }
     // Four windows all but over: without the restarts the timer would have popped in the second.
@@ -228,6 +236,29 @@ describe('handshake timer (initTimeoutMs)', () => {
     expect(sr.functional).toBe(true)
     expect(duo.p.counters.initTimeouts).toBe(0)
     expect(duo.p.counters.rejected).toBe(0)
+  })
+
+  it('a secondary that stalls after some steps: the step it leaves unanswered fails the handshake a window after the last ack', async () => {
+    const { duo, sock } = await connected()
+    const done = sock.replicate()
+    done.catch(() => {})
+    const sr = duo.sr(sock)
+    await duo.chassisRound() // the whole handshake is on the link
+    duo.clock.advance(INIT_TIMEOUT_MS - 1)
+    await duo.deliver(duo.ps, 2) // PARAMS and RCVDATA FIN taken and acked; the rest is never read
+    await duo.deliver(duo.sp)
+    expect(sr.initState & SRI.SRI_SENDSNDDATA).toBeTruthy()
+    duo.clock.advance(INIT_TIMEOUT_MS - 1) // long past the first window: the acks re-armed it
+    await duo.settle()
+    expect(sr.initializing).toBe(true)
+    duo.clock.advance(1)
+    await duo.settle()
+    expect(duo.p.counters.initTimeouts).toBe(1)
+    await expect(done).rejects.toMatchObject({ code: 'ETIMEDOUT' })
+    // The secondary reads on: its pair completes, then UNREPLICATE drops it; the late acks are refused.
+    await duo.run()
+    expect(duo.pair(sock.handle)).toBeUndefined()
+    expect(duo.p.counters.rejectReasons['init-ack-not-initializing']).toBe(2)
   })
 
   it('no timeout once functional: the clock runs far past initTimeoutMs and the state stays functional', async () => {
