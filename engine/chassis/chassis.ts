@@ -427,9 +427,14 @@ export class Chassis extends EventEmitter {
         if (!this.closing) this.spawnSpare(this.freeSlot())
       }
       await st.api.started()
+      // A primary that died meanwhile promoted this RE before it ever synced (a spare activated
+      // while still loading, then a double failure): it is the primary now, and the restore that
+      // loss began brings up its secondary. Going on would make the primary its own secondary.
+      if (st.alive && this.secondary !== st) return
       if (!st.alive || this.closing || !this.primary) return bootSpare()
       this.core.setSecondary(st.id, st.sink)
       await this.primary.api.attachPeer(peerSab, 'a')
+      if (this.secondary !== st) return
       this.emit('secondary-up', { id: st.id })
       this.afterSync(SPARE_AFTER_SYNC_TIMEOUT_MS, bootSpare)
     }

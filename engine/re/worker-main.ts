@@ -30,9 +30,21 @@ export interface ReWorkerData {
   spare?: boolean
 }
 
+export interface PromoteResult {
+  adopted: number[]
+  lost: number[]
+  uncharged: Record<number, number>
+  at: number
+  ms: number
+  drainMs: number
+  drained: number
+  mergeMs: number
+  appMs: number
+}
+
 export interface ReControl {
   started(): Promise<boolean>
-  promote(info: PromoteInfo): { adopted: number[]; lost: number[]; uncharged: Record<number, number>; at: number; ms: number; drainMs: number; drained: number; mergeMs: number; appMs: number }
+  promote(info: PromoteInfo): PromoteResult | Promise<PromoteResult>
   attachPeer(sab: SharedArrayBuffer, side: Side): void
   peerLost(reason: string): void
   quiesce(timeoutMs: number): Promise<boolean>
@@ -114,33 +126,54 @@ function runActive(wd: ReWorkerData): ReControl {
 
   // The app's synchronous part registers its handlers; the rings start pumping right after it, before
   // its promise settles (an app that awaits listen() or replicate() needs replies to arrive).
+  // A promotion waits for that registration. An RE promoted while its app still loaded (a spare
+  // activated as secondary, then a double failure) started its app as a primary: it listened
+  // afresh, got EADDRINUSE from the chassis that still held the old listener, and exited; and it
+  // began pumping its peer ring after the promotion. Now the app starts in the role it was given
+  // and hears 'mastership' like any secondary.
+  let registered = false
+  let markRegistered!: () => void
+  let failRegistration!: (err: unknown) => void
+  const whenRegistered = new Promise<void>((resolve, reject) => {
+    markRegistered = resolve
+    failRegistration = reject
+  })
+  whenRegistered.catch(() => {}) // the failure is started()'s to report
   const started = (async () => {
     const mod = (await import(wd.app)) as { default?: (re: RoutingEngine) => unknown }
     if (typeof mod.default !== 'function') throw new Error(`application module ${wd.app} has no default export function`)
     const result = mod.default(re)
     void pumpRing(chassis.rx, (h, b, o) => re.onChassisMessage(h, b, o), () => re.onChassisBatchEnd())
     if (wd.peerSab) startPeer(wd.peerSab, wd.peerSide)
+    registered = true
+    markRegistered()
     await result
     return true
   })()
+  started.catch(failRegistration)
+
+  const promoteNow = (info: PromoteInfo): PromoteResult => {
+    const t0 = performance.now()
+    const at = performance.timeOrigin + t0 // wall time the call began here (the chassis compares)
+    // Everything the old primary managed to put on the KKCM is valid: take it all first.
+    let drained = 0
+    if (peer) {
+      peerGen++
+      drained = drainNow(peer.rx, (h, b, o) => re.onPeerMessage(h, b, o), () => re.onPeerBatchEnd())
+      peer = null
+    }
+    const t1 = performance.now()
+    // The new primary's KSync client re-syncs the chassis FIB under the audit begun for this failover.
+    ksync.promoting((info as PromoteInfo & { ksync?: { epoch: number } }).ksync)
+    const r = re.promote(info)
+    return { ...r, at, ms: performance.now() - t0, drainMs: t1 - t0, drained, mergeMs: re.lastPromoteTrace.mergeMs, appMs: re.lastPromoteTrace.appMs }
+  }
 
   const control: ReControl = {
     started: () => started,
     promote(info) {
-      const t0 = performance.now()
-      const at = performance.timeOrigin + t0 // wall time the call began here (the chassis compares)
-      // Everything the old primary managed to put on the KKCM is valid: take it all first.
-      let drained = 0
-      if (peer) {
-        peerGen++
-        drained = drainNow(peer.rx, (h, b, o) => re.onPeerMessage(h, b, o), () => re.onPeerBatchEnd())
-        peer = null
-      }
-      const t1 = performance.now()
-      // The new primary's KSync client re-syncs the chassis FIB under the audit begun for this failover.
-      ksync.promoting((info as PromoteInfo & { ksync?: { epoch: number } }).ksync)
-      const r = re.promote(info)
-      return { ...r, at, ms: performance.now() - t0, drainMs: t1 - t0, drained, mergeMs: re.lastPromoteTrace.mergeMs, appMs: re.lastPromoteTrace.appMs }
+      if (!registered) return whenRegistered.then(() => promoteNow(info))
+      return promoteNow(info)
     },
     attachPeer: (sab, side) => startPeer(sab, side),
     peerLost(reason) {
