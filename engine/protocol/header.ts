@@ -40,16 +40,16 @@ export const MsgType = {
   ACK: 2, // secondary -> primary: cumulative ack in `ack`, window in `credit`
   FLOWCTL: 3, // secondary -> primary: window update in `credit`
   TXDONE: 4, // primary -> secondary: records up to `ack` reached the chassis (it keeps them from now on)
-  INIT_PARAMS: 5, // primary -> secondary: socket parameters (msgpackr payload)
+  INIT_PARAMS: 5, // primary -> secondary: socket parameters (msgpackr payload), the handshake round in `ack`
   INIT_RCVDATA: 6, // primary -> secondary: pre-existing receive data
   INIT_SNDDATA: 7, // primary -> secondary: pre-existing send data (records not yet transmitted)
   INIT_DONE: 8, // primary -> secondary: init data complete
-  INIT_ACK: 9, // secondary -> primary: acks one init step (step in `seq`)
+  INIT_ACK: 9, // secondary -> primary: acks one init step (step in `seq`, the round echoed in `ack`)
   FUNCTIONAL: 10, // primary -> secondary: replication is functional
   UNREPLICATE: 11, // either way: tear down replication on `handle`
   KEEPALIVE: 12, // either way: liveness
   PEER_MSG: 13, // either way: application out-of-band message (msgpackr payload)
-  INIT_NAK: 14, // secondary -> primary: init step refused (reason in payload)
+  INIT_NAK: 14, // secondary -> primary: the handshake of round `ack` refused (the reason is counted there)
   // RE <-> chassis
   TX: 32, // RE -> chassis: record for the transport; `seq` is its record sequence
   TX_CREDIT: 33, // chassis -> RE: `credit` bytes of transport room returned

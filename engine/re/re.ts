@@ -420,7 +420,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       case MsgType.INIT_ACK: {
         const sr = this.srOf(h.handle)
         if (!sr) return this.reject('init-ack-unknown-handle')
-        const why = sr.onInitAck(h.seq, h.credit)
+        const why = sr.onInitAck(h.seq, h.credit, h.ack)
         if (why) this.reject(why)
         return
       }
@@ -428,6 +428,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         const sr = this.srOf(h.handle)
         if (!sr) return this.reject('init-nak-unknown-handle')
         if (!sr.initializing) return this.reject('init-nak-not-initializing')
+        if (h.ack !== sr.round >>> 0) return this.reject('init-nak-stale-round')
         sr.fail('secondary-refused')
         return
       }
@@ -481,12 +482,12 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         // A complete pair is a live round's takeover state (a new round always follows UNREPLICATE):
         // a stray INIT_PARAMS must not replace it.
         if (this.pairs.get(h.handle)?.complete) return this.reject('params-unexpected')
-        if (this.closedHandles.has(h.handle)) return this.nak(h.handle, 'params-closed-handle')
+        if (this.closedHandles.has(h.handle)) return this.nak(h.handle, 'params-closed-handle', h.ack)
         let params: SocketParams
         try {
           params = unpack(bytes.slice(off, off + h.length)) as SocketParams
         } catch {
-          return this.nak(h.handle, 'params-undecodable')
+          return this.nak(h.handle, 'params-undecodable', h.ack)
         }
         let pair = this.pairs.get(h.handle)
         const fresh = !pair || pair.params !== null
@@ -495,8 +496,9 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
           pair = this.newPair(h.handle)
           this.pairs.set(h.handle, pair)
         }
+        pair.initRound = h.ack
         const why = pair.setParams(params)
-        if (why) return this.nak(h.handle, why)
+        if (why) return this.nak(h.handle, why, h.ack)
         this.initAck(pair, InitStep.PARAMS)
         if (fresh || pair.listenerCount('params') === 0) {
           this.emit('split', pair)
@@ -514,7 +516,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         const pair = this.pairs.get(h.handle)
         if (!pair) return this.reject('initdata-unknown-handle')
         const pl = this.payload(h, bytes, off)
-        if (!pl) return this.nak(h.handle, 'initdata-bad-address')
+        if (!pl) return this.nak(h.handle, 'initdata-bad-address', pair.initRound)
         const addr = pl.addr
         const fin = (h.flags & Flag.FIN) !== 0
         const data = fin ? new Uint8Array(0) : this.slab.copy(bytes.subarray(pl.start, pl.end))
@@ -523,7 +525,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         this.heldBytes += pair.heldBytes() - before
         // A stray init message cannot undo a complete pair (it would drop a takeover's state): only
         // a handshake in progress is refused with INIT_NAK.
-        if (why) return pair.complete ? this.reject(why) : this.nak(h.handle, why)
+        if (why) return pair.complete ? this.reject(why) : this.nak(h.handle, why, pair.initRound)
         if (fin) this.initAck(pair, h.type === MsgType.INIT_RCVDATA ? InitStep.RCVDATA : InitStep.SNDDATA)
         return
       }
@@ -535,7 +537,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         const pair = this.pairs.get(h.handle)
         if (!pair) return this.reject('done-unknown-handle')
         const why = pair.done()
-        if (why) return pair.complete ? this.reject(why) : this.nak(h.handle, why)
+        if (why) return pair.complete ? this.reject(why) : this.nak(h.handle, why, pair.initRound)
         this.initAck(pair, InitStep.DONE)
         return
       }
@@ -608,14 +610,15 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   private initAck(pair: SnoopPair, step: InitStep): void {
     const credit = step === InitStep.DONE ? pair.window() : 0
     if (step === InitStep.DONE) pair.lastCredit = credit
-    if (!this.peerSink?.send(MsgType.INIT_ACK, 0, pair.handle, step, pair.seq, credit, null)) this.peerSink?.whenRoom(() => this.initAck(pair, step))
+    if (!this.peerSink?.send(MsgType.INIT_ACK, 0, pair.handle, step, pair.initRound, credit, null)) this.peerSink?.whenRoom(() => this.initAck(pair, step))
   }
 
-  private nak(handle: number, why: string): void {
+  /** Refuses the handshake of `round` (the primary's, from its INIT_PARAMS) on `handle`. */
+  private nak(handle: number, why: string, round: number): void {
     this.reject(why)
-    // Retried until sent: the primary's handshake has no timer and would wait for an answer forever.
+    // Retried until sent: without it the primary would wait a whole handshake timeout to find out.
     const tell = (): void => {
-      if (this.peerSink && !this.peerSink.send(MsgType.INIT_NAK, 0, handle, 0, 0, 0, null)) this.peerSink.whenRoom(tell)
+      if (this.peerSink && !this.peerSink.send(MsgType.INIT_NAK, 0, handle, 0, round, 0, null)) this.peerSink.whenRoom(tell)
     }
     tell()
     const pair = this.pairs.get(handle)

@@ -43,6 +43,10 @@
 // secondary without a pair: it drops those frames quietly until the handshake's end or a new
 // round (secondary.ts, RefusedHandshakes).
 //
+// Rounds: every start() is a new round, sent in INIT_PARAMS's `ack` field; the secondary echoes it
+// in each INIT_ACK and INIT_NAK. An answer of an earlier round (one that timed out while its acks
+// were on the way, then replicate() again) is rejected as stale and moves nothing in this one.
+//
 // The release point (where a record waits for its ack): the chassis, not this RE. Each record goes
 // to the chassis flagged HELD and right after that, in commit order, to the secondary as REPLICATE;
 // the secondary's cumulative ack goes to the chassis too (TX_RELEASE), which then hands the records
@@ -395,7 +399,7 @@ export class SrPrimary implements SendGate {
     const sndSeq = (this.heldSndSeq = sock.sndSeq)
     this.heldTxSeq = sock.txSeq
     const params = this.host.encodeParams(sock)
-    this.push(() => this.send(MsgType.INIT_PARAMS, 0, 0, params))
+    this.push(() => this.send(MsgType.INIT_PARAMS, 0, 0, params, null, this.round >>> 0))
     for (const rec of rcv) {
       const flags = rec.addr ? Flag.DATAGRAM : 0
       this.push(() => this.send(MsgType.INIT_RCVDATA, flags, rec.seq, rec.data, rec.addr))
@@ -411,8 +415,10 @@ export class SrPrimary implements SendGate {
   }
 
   /** INIT_ACK for `step`: it must be the next step the secondary confirms. Returns a reject reason or null. */
-  onInitAck(step: number, credit = this.credit): string | null {
+  onInitAck(step: number, credit = this.credit, round = this.round >>> 0): string | null {
     if (!this.initializing) return 'init-ack-not-initializing'
+    // An ack of an earlier round (one that timed out, its acks still on the way) moves nothing.
+    if (round !== this.round >>> 0) return 'init-ack-stale-round'
     switch (step) {
       case InitStep.PARAMS:
         if (this.initState !== (SRI.SRI_INITINPROGRESS | SRI.SRI_SENDPARAMS)) return 'init-ack-params-unexpected'
@@ -550,10 +556,10 @@ export class SrPrimary implements SendGate {
 
   // ---- outbox of init frames (bounded by the socket's own buffers) -----------------------------
 
-  private send(type: number, flags: number, seq: number, data: Uint8Array | null, addr?: Parameters<FrameSink['send']>[7]): boolean {
+  private send(type: number, flags: number, seq: number, data: Uint8Array | null, addr?: Parameters<FrameSink['send']>[7], ack = 0): boolean {
     const peer = this.host.peer()
     if (!peer) return true // dropped: the peer is gone and fail() follows
-    return peer.send(type, flags, this.handle, seq, 0, 0, data, addr)
+    return peer.send(type, flags, this.handle, seq, ack, 0, data, addr)
   }
 
   private push(step: Step): void {

@@ -48,6 +48,23 @@ export interface SocketParams {
   rcvReadOffset: number
 }
 
+const PARAM_COUNTERS = ['parent', 'sndSeq', 'txSeq', 'rcvSeq', 'sndOffset', 'rcvOffset', 'rcvReadOffset'] as const
+
+function validAddr(a: unknown): boolean {
+  if (a === null) return true
+  const x = a as Addr
+  return typeof a === 'object' && typeof x.address === 'string' && Number.isInteger(x.port) && x.port >= 0 && x.port <= 0xffff
+}
+
+/** INIT_PARAMS decoded to the shape SocketParams promises (msgpackr decodes whatever bytes came). */
+export function validParams(p: unknown): p is SocketParams {
+  if (typeof p !== 'object' || p === null) return false
+  const x = p as SocketParams
+  if (x.kind !== 'tcp' && x.kind !== 'udp' && x.kind !== 'listen') return false
+  if (!validAddr(x.local) || !validAddr(x.remote)) return false
+  return PARAM_COUNTERS.every((k) => Number.isSafeInteger(x[k]) && x[k] >= 0)
+}
+
 /** One read-only snoop socket: what the primary sent, or what it received. */
 export class SnoopSocket extends EventEmitter {
   readonly flags: number
@@ -127,6 +144,8 @@ export class SnoopPair extends EventEmitter {
   ackDue = false
   ackNow = false
   lastCredit = 0
+  /** The primary's handshake round (INIT_PARAMS's `ack`), echoed in every INIT_ACK and INIT_NAK. */
+  initRound = 0
   /** Stream offset just after record `ack`, modulo 2^32 (sent with every ACK and FLOWCTL). */
   ackOffset = 0
   /** Last ack the chassis was told (TX_RELEASE), and whether a retry waits for room. */
@@ -165,6 +184,7 @@ export class SnoopPair extends EventEmitter {
 
   setParams(p: SocketParams): string | null {
     if (this.initState !== SRI.SRI_INITINPROGRESS) return 'params-unexpected'
+    if (!validParams(p)) return 'params-invalid'
     this.params = p
     this.seq = p.txSeq
     this.ack = p.txSeq

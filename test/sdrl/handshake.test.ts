@@ -7,6 +7,7 @@
 // the primary's sub-states. So a stage is reached by delivering that many frames to the secondary
 // (one per step when no data is pre-existing) and, for the primary, their acks.
 
+import { pack } from 'msgpackr'
 import { describe, expect, it } from 'vitest'
 import { NsrError } from '../../engine/errors.ts'
 import { Flag, MsgType } from '../../engine/protocol/header.ts'
@@ -456,7 +457,9 @@ describe('the primary rejects what its state does not expect', () => {
         const { duo, sock, h } = await primaryAt(stage)
         const sr = duo.sr(sock)
         const before = { state: sr.state, initState: sr.initState, credit: sr.credit, ack: sr.ack, rejected: duo.p.counters.rejected }
-        await duo.inject(duo.sp, m.type, m.flags ?? 0, h, typeof m.seq === 'number' ? m.seq : 0, m.ack ?? 0, m.credit ?? 0)
+        // Handshake answers carry this round (INIT_PARAMS's `ack`, echoed): only their state is wrong.
+        const round = m.type === MsgType.INIT_ACK || m.type === MsgType.INIT_NAK ? sr.round : 0
+        await duo.inject(duo.sp, m.type, m.flags ?? 0, h, typeof m.seq === 'number' ? m.seq : 0, m.ack ?? round, m.credit ?? 0)
         expect(duo.p.counters.rejected).toBe(before.rejected + 1)
         expect(duo.p.counters.rejectReasons[reason]).toBe(1)
         expect({ state: sr.state, initState: sr.initState, credit: sr.credit, ack: sr.ack, rejected: before.rejected }).toEqual(before)
@@ -467,6 +470,23 @@ describe('the primary rejects what its state does not expect', () => {
     }
   }
 
+  it("an earlier round's INIT_ACK or INIT_NAK, still on its way, moves nothing in this round", async () => {
+    const { duo, sock, h } = await primaryAt('params')
+    const sr = duo.sr(sock)
+    await duo.deliver(duo.ps)
+    expect(duo.pair(h)!.initRound).toBe(sr.round) // the secondary learns the round from INIT_PARAMS
+    const before = { state: sr.state, initState: sr.initState }
+    // Ahead of this round's own acks, queued on the link.
+    await duo.injectAhead(duo.sp, MsgType.INIT_ACK, 0, h, InitStep.PARAMS, sr.round - 1, 0)
+    await duo.injectAhead(duo.sp, MsgType.INIT_NAK, 0, h, 0, sr.round - 1, 0)
+    expect(duo.p.counters.rejectReasons['init-ack-stale-round']).toBe(1)
+    expect(duo.p.counters.rejectReasons['init-nak-stale-round']).toBe(1)
+    expect({ state: sr.state, initState: sr.initState }).toEqual(before)
+    // The secondary's own answers echo the round: the handshake completes.
+    await duo.run()
+    expect(sr.functional).toBe(true)
+  })
+
   it('INIT_NAK during the handshake fails it: writes go straight to the transport again', async () => {
     const { duo, sock, peer } = await (async () => {
       const duo = new Duo()
@@ -475,7 +495,7 @@ describe('the primary rejects what its state does not expect', () => {
     })()
     const done = sock.replicate()
     await duo.chassisRound()
-    await duo.inject(duo.sp, MsgType.INIT_NAK, 0, sock.handle, 0, 0, 0)
+    await duo.inject(duo.sp, MsgType.INIT_NAK, 0, sock.handle, 0, duo.sr(sock).round, 0)
     await expect(done).rejects.toMatchObject({ code: 'ECLOSED' })
     expect(duo.sr(sock).functional).toBe(false)
     expect(duo.sr(sock).initializing).toBe(false)
@@ -605,6 +625,23 @@ describe('the secondary rejects what its state does not expect', () => {
       expect(duo.s.counters.rejectReasons[reason]).toBeGreaterThan(0)
     }
     expect(duo.s.counters.rejected).toBe(cases.length)
+  })
+
+  it('INIT_PARAMS that decode to anything but socket parameters are refused with INIT_NAK, echoing the round', async () => {
+    const duo = new Duo()
+    const good = { kind: 'tcp', local: null, remote: { address: '10.0.0.1', port: 179 }, parent: 0, sndSeq: 0, txSeq: 0, rcvSeq: 0, sndOffset: 0, rcvOffset: 0, rcvReadOffset: 0 }
+    const toPrimary = Duo.recorder(duo.sp)
+    const bad: unknown[] = [5, null, 'tcp', { ...good, kind: 'sctp' }, { ...good, remote: { address: 1, port: 179 } }, { ...good, txSeq: -1 }, { ...good, rcvOffset: '0' }]
+    for (const [i, p] of bad.entries()) {
+      await duo.inject(duo.ps, MsgType.INIT_PARAMS, 0, 500 + i, 0, 7, 0, pack(p))
+      expect(duo.pair(500 + i)).toBeUndefined()
+    }
+    expect(duo.s.counters.rejectReasons['params-invalid']).toBe(bad.length)
+    await duo.deliver(duo.sp)
+    expect(toPrimary.filter((f) => f.type === MsgType.INIT_NAK).map((f) => [f.handle, f.ack])).toEqual(bad.map((_, i) => [500 + i, 7]))
+    // The same frame with good parameters starts a handshake.
+    await duo.inject(duo.ps, MsgType.INIT_PARAMS, 0, 600, 0, 7, 0, pack(good))
+    expect(duo.pair(600)?.initRound).toBe(7)
   })
 
   it('a corrupt header never reaches either RE: the link counts it', async () => {
