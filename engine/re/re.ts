@@ -6,6 +6,10 @@
 //
 // Roles: 'primary' | 'secondary'. The only role change is promotion (secondary -> primary),
 // driven by the chassis after the primary died or on a graceful switchover.
+//
+// Beside it: secondary-side.ts (what the secondary does with the primary's messages: snoop pairs,
+// handshake answers, acks, flow control, held bytes and CONGESTED), takeover.ts (the live socket
+// promotion builds from each snoop pair), stats.ts (the counter block and the stats() snapshot).
 
 import { EventEmitter } from 'node:events'
 import { pack, unpack } from 'msgpackr'
@@ -13,13 +17,16 @@ import { pack, unpack } from 'msgpackr'
 // payloads are read in place from a ring, so they are sliced (copied) before unpack().
 import { Timer, type Clock } from '../clock.ts'
 import { ErrorCode, NsrError } from '../errors.ts'
-import { Flag, MsgType, seqAdd, seqLe, seqLt, type Header } from '../protocol/header.ts'
-import { RecordQueue, Slab, type Addr, type QueuedRecord } from '../socket/records.ts'
+import { Flag, MsgType, seqAdd, seqLe, type Header } from '../protocol/header.ts'
+import { RecordQueue, Slab, type Addr } from '../socket/records.ts'
 import { Socket, defaultSocketLimits, type SocketHost, type SocketKind, type SocketLimits } from '../socket/socket.ts'
-import { InitStep, SR, SRI } from '../sdrl/flags.ts'
+import { SR, SRI } from '../sdrl/flags.ts'
 import { SrPrimary, type PrimaryHost } from '../sdrl/primary.ts'
-import { RefusedHandshakes, SnoopPair, type SocketParams } from '../sdrl/secondary.ts'
-import { decodeAddr, forEachRecord, type FrameSink } from './sink.ts'
+import { SnoopPair, type SocketParams } from '../sdrl/secondary.ts'
+import { SecondarySide } from './secondary-side.ts'
+import { dataSpan, type DataSpan, type FrameSink } from './sink.ts'
+import { newReCounters, reStats, type ReCounters } from './stats.ts'
+import { mergePair, type ChassisTxState } from './takeover.ts'
 
 export type Role = 'primary' | 'secondary'
 
@@ -56,7 +63,7 @@ export const reDefaults = {
 
 /** What the chassis says about each socket when it promotes a secondary. */
 export interface PromoteInfo {
-  sockets: Record<number, { txSeq: number; txCredit: number }>
+  sockets: Record<number, ChassisTxState>
 }
 
 interface Pending {
@@ -67,7 +74,6 @@ interface Pending {
 }
 
 const RX_CREDIT_BATCH_DIVISOR = 4
-const MAX_CLOSED_HANDLES = 4096
 
 /** The error an RST chunk stands for: its payload is the transport's errno-style code. */
 function rxError(handle: number, payload: Uint8Array): NsrError {
@@ -101,17 +107,13 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   private cmdWaiting = false
   private rxCredit = new Map<number, number>()
   private rxCreditScheduled = false
-  private acksDue = new Set<SnoopPair>()
-  private congested = false
-  private heldBytes = 0
   private lastPeerHeard = 0
   private readonly keepaliveTimer: Timer
   private readonly slab = new Slab()
+  private readonly span: DataSpan = { addr: null, start: 0, end: 0 }
   private readonly replicateWanted = new Set<number>()
-  /** Secondary: connections the chassis closed (handles are never reused), newest last. */
-  private readonly closedHandles = new Set<number>()
-  /** Secondary: handshakes refused with INIT_NAK whose remaining frames are still on their way. */
-  private readonly refusedInit = new RefusedHandshakes()
+  /** The snoop pairs' handshakes, acks, flow control and held bytes (secondary-side.ts). */
+  private readonly secondary: SecondarySide
   private lastSyncReport = ''
   /** Set by quiesce(): every write() fails with EAGAIN (a graceful switchover is under way). */
   frozen = false
@@ -119,29 +121,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   readonly appStats: Record<string, number> = {}
   /** Where the last promotion spent its time (the application's mastership handlers apart). */
   lastPromoteTrace = { mergeMs: 0, appMs: 0 }
-  readonly counters = {
-    rejected: 0,
-    rejectReasons: {} as Record<string, number>,
-    ackTimeouts: 0,
-    initTimeouts: 0,
-    initRetries: 0,
-    peerMessages: 0,
-    chassisMessages: 0,
-    acksSent: 0,
-    releasesSent: 0,
-    flowctlSent: 0,
-    keepalivesSent: 0,
-    keepalivesHeard: 0,
-    resumeGaps: 0,
-    resentAfterTakeover: 0,
-    lostAtTakeover: 0,
-    unreadSentAtMerge: 0,
-    rxDropped: 0,
-    rxStale: 0,
-    /** Secondary: frames of a handshake it had refused with INIT_NAK, dropped (RefusedHandshakes). */
-    initDroppedAfterNak: 0,
-    hookErrors: 0,
-  }
+  readonly counters: ReCounters = newReCounters()
 
   constructor(opts: ReOptions, chassis: FrameSink) {
     super()
@@ -156,6 +136,20 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     this.keepaliveIntervalMs = opts.keepaliveIntervalMs ?? reDefaults.keepaliveIntervalMs
     this.deadIntervalMs = opts.deadIntervalMs ?? reDefaults.deadIntervalMs
     this.chassis = chassis
+    this.secondary = new SecondarySide({
+      pairs: this.pairs,
+      counters: this.counters,
+      limits: this.limits,
+      snoopBufBytes: this.snoopBufBytes,
+      congestionBytes: this.congestionBytes,
+      chassis,
+      slab: this.slab,
+      peer: () => this.peerSink,
+      reject: (reason) => this.reject(reason),
+      reportSync: () => this.reportSync(),
+      addRxCredit: (handle, bytes, window) => this.addRxCredit(handle, bytes, window),
+      split: (pair) => this.emit('split', pair),
+    })
     this.keepaliveTimer = new Timer(this.clock, 'keepalive', () => this.onKeepaliveTick())
     this.keepaliveTimer.start(this.keepaliveIntervalMs)
     // An 'error' event with no listener would throw out of the dispatcher (invariant 7).
@@ -201,7 +195,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     if (this.role !== 'secondary') throw new NsrError('EINVAL', 'split() is for the secondary RE')
     let pair = this.pairs.get(handle)
     if (!pair) {
-      pair = this.newPair(handle)
+      pair = this.secondary.newPair(handle)
       this.pairs.set(handle, pair)
     }
     return pair
@@ -229,22 +223,6 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   transmit(sock: Socket, seq: number, data: Uint8Array, addr: Addr | null, held: boolean): boolean {
     const flags = (sock.kind === 'udp' && addr ? Flag.DATAGRAM : 0) | (held ? Flag.HELD : 0)
     return this.chassis.send(MsgType.TX, flags, sock.handle, seq, 0, 0, data, flags & Flag.DATAGRAM ? addr : null)
-  }
-
-  /**
-   * After a takeover: tells the chassis this socket's history ends at sock.txSeq (held records up
-   * to there go out, the rest are dropped). Nothing leaves the socket before that is on the link.
-   */
-  private sendResume(sock: Socket): void {
-    if (this.chassis.send(MsgType.TX_RELEASE, Flag.RESUME, sock.handle, sock.txSeq, 0, 0, null)) {
-      sock.txBlocked = false
-      return
-    }
-    sock.txBlocked = true
-    this.chassis.whenRoom(() => {
-      this.sendResume(sock)
-      sock.pump()
-    })
   }
 
   /** Replication is off on `sock`: every record the chassis holds for it may go (retried until sent). */
@@ -291,7 +269,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   /** Secondary: stops snooping on `pair` and tells the primary, which tears replication down too. */
   private unsplit(pair: SnoopPair): void {
     if (this.pairs.get(pair.handle) !== pair) return
-    this.dropPair(pair)
+    this.secondary.dropPair(pair)
     const tell = (): void => {
       if (this.peerSink && !this.peerSink.send(MsgType.UNREPLICATE, 0, pair.handle, 0, 0, 0, null)) this.peerSink.whenRoom(tell)
     }
@@ -386,7 +364,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       if (h.type === MsgType.KEEPALIVE) this.counters.keepalivesHeard++
       else if (h.type === MsgType.PEER_MSG) this.peerMsg(bytes, off, h.length)
       else if (this.role === 'primary') this.primaryPeerMessage(h, bytes, off)
-      else this.secondaryPeerMessage(h, bytes, off)
+      else this.secondary.onPeerMessage(h, bytes, off)
     } catch (err) {
       this.reject(`peer-handler-threw: ${(err as Error).message}`)
     }
@@ -399,11 +377,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
    */
   onPeerBatchEnd(): void {
     this.lastPeerHeard = this.clock.now() // liveness: once per batch, not per message
-    for (const pair of this.acksDue) {
-      if (this.pairs.get(pair.handle) === pair) pair.send.flushReadable()
-    }
-    for (const pair of this.acksDue) if (pair.ackDue) this.sendAck(pair)
-    this.acksDue.clear()
+    this.secondary.flushAcks()
     this.peerSink?.flush()
   }
 
@@ -445,158 +419,6 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     }
   }
 
-  private secondaryPeerMessage(h: Header, bytes: Uint8Array, off: number): void {
-    switch (h.type) {
-      case MsgType.REPLICATE: {
-        const pair = this.pairs.get(h.handle)
-        if (!pair) return this.reject('replicate-unknown-handle')
-        const before = pair.heldBytes()
-        // One record, or a batch of them (sink.ts): the first refusal stops the rest of the frame.
-        this.repPair = pair
-        this.repHeader = h
-        this.repBytes = bytes
-        this.repWhy = null
-        const bad = forEachRecord(h, bytes, off, this.onReplicated)
-        this.repPair = null
-        this.repBytes = null
-        const why = bad !== null ? `replicate-${bad}` : this.repWhy
-        if (why) this.reject(why)
-        this.heldBytes += pair.heldBytes() - before
-        this.updateCongestion()
-        if (pair.ackNow) this.sendAck(pair)
-        this.acksDue.add(pair)
-        return
-      }
-      case MsgType.TXDONE: {
-        const pair = this.pairs.get(h.handle)
-        if (!pair) return this.reject('txdone-unknown-handle')
-        const before = pair.heldBytes()
-        pair.trim(h.ack)
-        this.heldBytes += pair.heldBytes() - before
-        this.updateCongestion()
-        this.maybeFlowctl(pair)
-        return
-      }
-      case MsgType.INIT_PARAMS: {
-        this.refusedInit.end(h.handle) // a new round: the tail of a refused one came before it
-        // A complete pair is a live round's takeover state (a new round always follows UNREPLICATE):
-        // a stray INIT_PARAMS must not replace it.
-        if (this.pairs.get(h.handle)?.complete) return this.reject('params-unexpected')
-        if (this.closedHandles.has(h.handle)) return this.nak(h.handle, 'params-closed-handle', h.ack)
-        let params: SocketParams
-        try {
-          params = unpack(bytes.slice(off, off + h.length)) as SocketParams
-        } catch {
-          return this.nak(h.handle, 'params-undecodable', h.ack)
-        }
-        let pair = this.pairs.get(h.handle)
-        const fresh = !pair || pair.params !== null
-        if (!pair || pair.params) {
-          if (pair) this.dropPair(pair)
-          pair = this.newPair(h.handle)
-          this.pairs.set(h.handle, pair)
-        }
-        pair.initRound = h.ack
-        const why = pair.setParams(params)
-        if (why) return this.nak(h.handle, why, h.ack)
-        this.initAck(pair, InitStep.PARAMS)
-        if (fresh || pair.listenerCount('params') === 0) {
-          this.emit('split', pair)
-          if (params.parent) this.pairs.get(params.parent)?.emit('connection', pair)
-        }
-        pair.emit('params', params)
-        return
-      }
-      case MsgType.INIT_RCVDATA:
-      case MsgType.INIT_SNDDATA: {
-        if (this.refusedInit.tail(h.handle, false)) {
-          this.counters.initDroppedAfterNak++
-          return
-        }
-        const pair = this.pairs.get(h.handle)
-        if (!pair) return this.reject('initdata-unknown-handle')
-        const pl = this.payload(h, bytes, off)
-        if (!pl) return this.nak(h.handle, 'initdata-bad-address', pair.initRound)
-        const addr = pl.addr
-        const fin = (h.flags & Flag.FIN) !== 0
-        const data = fin ? new Uint8Array(0) : this.slab.copy(bytes.subarray(pl.start, pl.end))
-        const before = pair.heldBytes()
-        const why = h.type === MsgType.INIT_RCVDATA ? pair.setRcvData(h.seq, data, addr, fin) : pair.setSndData(h.seq, data, addr, fin)
-        this.heldBytes += pair.heldBytes() - before
-        // A stray init message cannot undo a complete pair (it would drop a takeover's state): only
-        // a handshake in progress is refused with INIT_NAK.
-        if (why) return pair.complete ? this.reject(why) : this.nak(h.handle, why, pair.initRound)
-        if (fin) this.initAck(pair, h.type === MsgType.INIT_RCVDATA ? InitStep.RCVDATA : InitStep.SNDDATA)
-        return
-      }
-      case MsgType.INIT_DONE: {
-        if (this.refusedInit.tail(h.handle, true)) {
-          this.counters.initDroppedAfterNak++
-          return
-        }
-        const pair = this.pairs.get(h.handle)
-        if (!pair) return this.reject('done-unknown-handle')
-        const why = pair.done()
-        if (why) return pair.complete ? this.reject(why) : this.nak(h.handle, why, pair.initRound)
-        this.initAck(pair, InitStep.DONE)
-        return
-      }
-      case MsgType.FUNCTIONAL: {
-        const pair = this.pairs.get(h.handle)
-        if (!pair) return this.reject('functional-unknown-handle')
-        const why = pair.functionalNow()
-        if (why) return this.reject(why)
-        pair.emit('functional')
-        this.reportSync()
-        return
-      }
-      case MsgType.UNREPLICATE: {
-        this.refusedInit.end(h.handle)
-        const pair = this.pairs.get(h.handle)
-        if (!pair) return this.reject('unreplicate-unknown-handle')
-        this.dropPair(pair)
-        pair.emit('unreplicated')
-        return
-      }
-      default:
-        return this.reject(`secondary-unexpected-type-${h.type}`)
-    }
-  }
-
-  private readonly pl: { addr: Addr | null; start: number; end: number } = { addr: null, start: 0, end: 0 }
-
-  /**
-   * Where a message's data lies: after the address prefix when DATAGRAM is flagged. Fills and
-   * returns one reused object (hot path), or null when the prefix is malformed.
-   */
-  // The REPLICATE frame being taken apart, record by record.
-  private repPair: SnoopPair | null = null
-  private repHeader: Header | null = null
-  private repBytes: Uint8Array | null = null
-  private repWhy: string | null = null
-
-  private readonly onReplicated = (seq: number, start: number, end: number, addr: Addr | null): void => {
-    if (this.repWhy !== null) return
-    const h = this.repHeader!
-    const bytes = this.repBytes!
-    const data = this.slab.copy(bytes.subarray(start, end))
-    this.repWhy = this.repPair!.replicate(seq, h.ack, data, addr, (h.flags & Flag.ACK_REQUIRED) !== 0)
-  }
-
-  private payload(h: Header, bytes: Uint8Array, off: number): { addr: Addr | null; start: number; end: number } | null {
-    const pl = this.pl
-    pl.addr = null
-    pl.start = off
-    pl.end = off + h.length
-    if (h.flags & Flag.DATAGRAM) {
-      const d = decodeAddr(bytes, off, pl.end)
-      if (!d) return null
-      pl.addr = d.addr
-      pl.start = d.next
-    }
-    return pl
-  }
-
   private peerMsg(bytes: Uint8Array, off: number, len: number): void {
     let msg: unknown
     try {
@@ -605,105 +427,6 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       return this.reject('peer-msg-undecodable')
     }
     this.emit('peer-message', msg)
-  }
-
-  private initAck(pair: SnoopPair, step: InitStep): void {
-    const credit = step === InitStep.DONE ? pair.window() : 0
-    if (step === InitStep.DONE) pair.lastCredit = credit
-    if (!this.peerSink?.send(MsgType.INIT_ACK, 0, pair.handle, step, pair.initRound, credit, null)) this.peerSink?.whenRoom(() => this.initAck(pair, step))
-  }
-
-  /** Refuses the handshake of `round` (the primary's, from its INIT_PARAMS) on `handle`. */
-  private nak(handle: number, why: string, round: number): void {
-    this.reject(why)
-    // Retried until sent: without it the primary would wait a whole handshake timeout to find out.
-    const tell = (): void => {
-      if (this.peerSink && !this.peerSink.send(MsgType.INIT_NAK, 0, handle, 0, round, 0, null)) this.peerSink.whenRoom(tell)
-    }
-    tell()
-    const pair = this.pairs.get(handle)
-    if (pair) this.dropPair(pair)
-    this.refusedInit.refused(handle) // the rest of this handshake is on its way: drop it quietly
-  }
-
-  private sendAck(pair: SnoopPair): void {
-    pair.ackNow = false
-    if (!this.peerSink || !pair.functional) return
-    const credit = pair.window()
-    const flags = this.congested ? Flag.CONGESTED : 0
-    const offset = pair.send.offset % 4294967296
-    if (this.peerSink.send(MsgType.ACK, flags, pair.handle, offset, pair.seq, credit, null)) {
-      pair.ack = pair.seq
-      pair.ackOffset = offset
-      pair.lastCredit = credit
-      pair.ackDue = false
-      this.counters.acksSent++
-      this.sendRelease(pair)
-    } else this.peerSink.whenRoom(() => this.sendAck(pair))
-  }
-
-  /**
-   * The chassis may send what this RE acknowledged: told here directly, not through the primary,
-   * so the release skips a thread. Owed until sent (a full link retries with the latest ack).
-   */
-  private sendRelease(pair: SnoopPair): void {
-    if (this.pairs.get(pair.handle) !== pair || !seqLt(pair.released, pair.ack)) return
-    if (this.chassis.send(MsgType.TX_RELEASE, 0, pair.handle, pair.ack, 0, 0, null)) {
-      pair.released = pair.ack
-      this.counters.releasesSent++
-    } else if (!pair.releaseWaiting) {
-      pair.releaseWaiting = true
-      this.chassis.whenRoom(() => {
-        pair.releaseWaiting = false
-        this.sendRelease(pair)
-      })
-    }
-  }
-
-  /** After the app read snoop data or records were trimmed: advertise a window that grew a lot. */
-  private maybeFlowctl(pair: SnoopPair): void {
-    if (!this.peerSink || !pair.functional) return
-    const w = pair.window()
-    if (w - pair.lastCredit < this.snoopBufBytes / 8 && !(pair.lastCredit < this.limits.maxRecordBytes && w >= this.limits.maxRecordBytes)) return
-    const flags = this.congested ? Flag.CONGESTED : 0
-    if (this.peerSink.send(MsgType.FLOWCTL, flags, pair.handle, pair.ackOffset, pair.ack, w, null)) {
-      pair.lastCredit = w
-      this.counters.flowctlSent++
-    }
-  }
-
-  private updateCongestion(): void {
-    const was = this.congested
-    if (!was && this.heldBytes > this.congestionBytes) this.congested = true
-    else if (was && this.heldBytes < this.congestionBytes / 2) this.congested = false
-    if (was && !this.congested) for (const pair of this.pairs.values()) this.sendAck(pair)
-  }
-
-  private newPair(handle: number): SnoopPair {
-    // Reads of a pair that was dropped (or merged) no longer count: dropPair() took its bytes off.
-    const onRead = (pair: SnoopPair, n: number) => {
-      if (this.pairs.get(pair.handle) !== pair) return
-      this.heldBytes -= n
-      this.updateCongestion()
-      this.maybeFlowctl(pair)
-    }
-    const onRecvRead = (pair: SnoopPair, n: number, charged: number) => {
-      if (this.pairs.get(pair.handle) !== pair) return
-      this.heldBytes -= n
-      // Unread received data counts toward CONGESTED: reading it may clear the flag.
-      this.updateCongestion()
-      // Credit only what the chassis charged to this RE (RX), not pre-existing data from the primary.
-      if (charged > 0) this.addRxCredit(pair.handle, charged, this.limits.rcvbufBytes)
-    }
-    return new SnoopPair(handle, this.snoopBufBytes, onRead, onRecvRead)
-  }
-
-  private dropPair(pair: SnoopPair): void {
-    this.heldBytes -= pair.heldBytes()
-    this.pairs.delete(pair.handle)
-    this.acksDue.delete(pair)
-    this.updateCongestion()
-    this.reportSync()
   }
 
   private srOf(handle: number): SrPrimary | null {
@@ -751,7 +474,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   }
 
   private onRx(h: Header, bytes: Uint8Array, off: number): void {
-    const pl = this.payload(h, bytes, off)
+    const pl = dataSpan(h, bytes, off, this.span)
     if (!pl) return this.reject('rx-bad-address')
     const { addr, start, end } = pl
     // FIN carries nothing; RST carries the transport's errno-style code (ECONNRESET when empty).
@@ -784,10 +507,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         this.counters.rxStale++
         return
       }
-      const before = pair.heldBytes()
-      pair.received(ended ? new Uint8Array(0) : this.slab.copy(bytes.subarray(start, end)), addr, ended)
-      this.heldBytes += pair.heldBytes() - before
-      this.updateCongestion()
+      this.secondary.received(pair, ended ? new Uint8Array(0) : this.slab.copy(bytes.subarray(start, end)), addr, ended)
       if (rst) pair.recv.emit('reset', rxError(h.handle, bytes.subarray(start, end)))
     }
   }
@@ -847,15 +567,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       return
     }
     if (ev.ev === 'closed' && this.role === 'secondary') {
-      const handle = ev.handle as number
-      const pair = this.pairs.get(handle)
-      if (pair) {
-        this.dropPair(pair)
-        pair.emit('unreplicated')
-      }
-      // A handshake frame for it may still be on its way over the KKCM: refuse it then.
-      this.closedHandles.add(handle)
-      if (this.closedHandles.size > MAX_CLOSED_HANDLES) this.closedHandles.delete(this.closedHandles.values().next().value!)
+      this.secondary.chassisClosed(ev.handle as number)
       return
     }
     if (ev.ev === 'closed') {
@@ -976,11 +688,9 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     this.onPeerBatchEnd()
     this.role = 'primary'
     this.peerSink = null
-    this.acksDue.clear()
     const adopted: number[] = []
     const lost: number[] = []
     const uncharged: Record<number, number> = {}
-    const merged: Socket[] = []
     for (const pair of [...this.pairs.values()]) {
       this.pairs.delete(pair.handle)
       const p = pair.params
@@ -989,52 +699,21 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         this.counters.lostAtTakeover++
         continue
       }
-      // `txSeq` from the chassis: the last record it has (held or sent). This RE's history ends at
-      // pair.seq. It resumes after the smaller one: the chassis drops held records it never saw
-      // (the old primary died between their TX and REPLICATE), and it resends what the chassis
-      // lacks (pre-existing records it got in the handshake).
       const t = info.sockets[pair.handle] ?? { txSeq: pair.txDoneSeq, txCredit: 0 }
-      const sock = new Socket(this, pair.handle, p.kind, this.limits, p.local, p.remote)
-      sock.parent = p.parent
-      sock.txCredit = t.txCredit + (this.earlyTxCredit.get(pair.handle) ?? 0)
-      sock.sndSeq = pair.seq
-      sock.sndOffset = pair.send.offset
-      let resume = seqLt(pair.seq, t.txSeq) ? pair.seq : t.txSeq
-      if (seqLt(resume, pair.txDoneSeq)) {
-        // The chassis lacks a record this RE was told it had: cannot happen while the chassis adopts
-        // every frame a dead primary committed (TX goes before REPLICATE).
-        this.counters.resumeGaps++
-        this.emit('resume-gap', { handle: pair.handle, chassisTxSeq: t.txSeq, txDoneSeq: pair.txDoneSeq, seq: pair.seq })
-        resume = pair.txDoneSeq
-      }
-      sock.txSeq = resume
-      // The live socket adopts the snoop queues as they are (no per-record copy): what the chassis
-      // has is dropped from the front, the rest is resent.
-      const retained = pair.retained
-      while (retained.length && seqLe(retained.peek()!.seq, resume)) retained.shift()
-      sock.snd = retained
-      this.counters.resentAfterTakeover += retained.length
-      this.sendResume(sock)
-      sock.rcv = pair.recv.queue
+      const sock = mergePair(this, this.chassis, pair, p, t, this.earlyTxCredit.get(pair.handle) ?? 0)
       // Pre-existing data never charged to this RE: the chassis charges it now (promoted()), and
       // the live socket credits every byte it reads.
       if (pair.recv.unchargedBytes > 0) uncharged[pair.handle] = pair.recv.unchargedBytes
-      sock.rcvSeq = pair.recv.seq
-      sock.rcvOffset = pair.recv.offset
-      if (pair.recv.ended) sock.peerEnded = true
-      this.counters.unreadSentAtMerge += pair.send.queue.length
       this.sockets.set(sock.handle, sock)
       this.replicateWanted.add(sock.handle)
       adopted.push(sock.handle)
-      merged.push(sock)
       // Resend now, publishing at once: the first record reaches the transport before the other
       // sockets are even merged (takeover time is death to that first record).
       sock.pump()
       this.chassis.flush()
     }
     this.earlyTxCredit.clear()
-    this.heldBytes = 0
-    this.congested = false
+    this.secondary.promoted()
     const tMerged = this.clock.now()
     this.emit('mastership', { adopted, lost })
     this.lastPromoteTrace = { mergeMs: tMerged - tPromote, appMs: this.clock.now() - tMerged }
@@ -1080,20 +759,8 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   }
 
   stats() {
-    const sockets = [...this.sockets.values()].map((s) => ({
-      handle: s.handle,
-      kind: s.kind,
-      state: s.state,
-      sndSeq: s.sndSeq,
-      txSeq: s.txSeq,
-      pendingRecords: s.snd.length,
-      pendingBytes: s.snd.bytes,
-      unreadBytes: s.rcv.bytes,
-      sr: s.sr ? (s.sr as SrPrimary).snapshot() : null,
-      ...s.counters,
-    }))
-    const pairs = [...this.pairs.values()].map((p) => p.snapshot())
-    return { id: this.id, role: this.role, peer: this.peerSink !== null, congested: this.congested, heldBytes: this.heldBytes, sockets, pairs, counters: { ...this.counters }, app: { ...this.appStats } }
+    const { congested, heldBytes } = this.secondary
+    return reStats({ id: this.id, role: this.role, peer: this.peerSink !== null, congested, heldBytes, sockets: this.sockets, pairs: this.pairs, counters: this.counters, appStats: this.appStats })
   }
 
   close(): void {

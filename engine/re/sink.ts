@@ -58,6 +58,30 @@ export function decodeAddr(bytes: Uint8Array, off: number, end: number): { addr:
   return { addr: { address, port }, next: off + 3 + len }
 }
 
+/** Where a message's data lies in its frame's bytes, and the datagram address before it. */
+export interface DataSpan {
+  addr: Addr | null
+  start: number
+  end: number
+}
+
+/**
+ * Where a message's data lies: after the address prefix when DATAGRAM is flagged. Fills and
+ * returns `out` (one reused object: hot path), or null when the prefix is malformed.
+ */
+export function dataSpan(h: Header, bytes: Uint8Array, off: number, out: DataSpan): DataSpan | null {
+  out.addr = null
+  out.start = off
+  out.end = off + h.length
+  if (h.flags & Flag.DATAGRAM) {
+    const d = decodeAddr(bytes, off, out.end)
+    if (!d) return null
+    out.addr = d.addr
+    out.start = d.next
+  }
+  return out
+}
+
 /** Payload bytes of a frame that carries `data` after an optional address prefix. */
 export function framePayloadBytes(data: Uint8Array | null, addr?: Addr | null): number {
   return (addr ? addrBytes(addr) : 0) + (data ? data.length : 0)

@@ -27,7 +27,8 @@ type SecondaryStage = (typeof secondaryStages)[number]
 /** The frames of a handshake with no pre-existing data: PARAMS, RCVDATA FIN, SNDDATA FIN, DONE. */
 const HANDSHAKE_FRAMES = 4
 
-const refusedOf = (duo: Duo): RefusedHandshakes => (duo.s as unknown as { refusedInit: RefusedHandshakes }).refusedInit
+const refusedOf = (duo: Duo): RefusedHandshakes =>
+  (duo.s as unknown as { secondary: { refusedInit: RefusedHandshakes } }).secondary.refusedInit
 
 async function setup(): Promise<{ duo: Duo; sock: Socket; h: number; done: Promise<void> }> {
   const duo = new Duo()

@@ -39,7 +39,7 @@ export function checkStep(w: World): void {
       if (pair.retained.bytes > cap) w.violation(`pair ${pair.handle}: retains ${pair.retained.bytes} bytes (cap ${cap})`)
       if (pair.recv.queue.bytes > rxBound) w.violation(`pair ${pair.handle}: ${pair.recv.queue.bytes} unread received bytes`)
     }
-    const reHeld = (S.re as unknown as { heldBytes: number }).heldBytes
+    const reHeld = (S.re as unknown as { secondary: { heldBytes: number } }).secondary.heldBytes
     if (reHeld !== held) w.violation(`secondary ${S.id}: heldBytes ${reHeld} but its pairs hold ${held}`)
   }
   for (const c of w.chassis.conns.values()) {
