@@ -132,25 +132,19 @@ function runActive(wd: ReWorkerData): ReControl {
   // began pumping its peer ring after the promotion. Now the app starts in the role it was given
   // and hears 'mastership' like any secondary.
   let registered = false
-  let markRegistered!: () => void
-  let failRegistration!: (err: unknown) => void
-  const whenRegistered = new Promise<void>((resolve, reject) => {
-    markRegistered = resolve
-    failRegistration = reject
-  })
-  whenRegistered.catch(() => {}) // the failure is started()'s to report
-  const started = (async () => {
+  const registration = (async () => {
     const mod = (await import(wd.app)) as { default?: (re: RoutingEngine) => unknown }
     if (typeof mod.default !== 'function') throw new Error(`application module ${wd.app} has no default export function`)
     const result = mod.default(re)
     void pumpRing(chassis.rx, (h, b, o) => re.onChassisMessage(h, b, o), () => re.onChassisBatchEnd())
     if (wd.peerSab) startPeer(wd.peerSab, wd.peerSide)
     registered = true
-    markRegistered()
+    return { result } // boxed: the app's promise is started's to wait for
+  })()
+  const started = registration.then(async ({ result }) => {
     await result
     return true
-  })()
-  started.catch(failRegistration)
+  })
 
   const promoteNow = (info: PromoteInfo): PromoteResult => {
     const t0 = performance.now()
@@ -172,7 +166,7 @@ function runActive(wd: ReWorkerData): ReControl {
   const control: ReControl = {
     started: () => started,
     promote(info) {
-      if (!registered) return whenRegistered.then(() => promoteNow(info))
+      if (!registered) return registration.then(() => promoteNow(info))
       return promoteNow(info)
     },
     attachPeer: (sab, side) => startPeer(sab, side),
