@@ -401,9 +401,8 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       case MsgType.INIT_NAK: {
         const sr = this.srOf(h.handle)
         if (!sr) return this.reject('init-nak-unknown-handle')
-        if (!sr.initializing) return this.reject('init-nak-not-initializing')
-        if (h.ack !== sr.round >>> 0) return this.reject('init-nak-stale-round')
-        sr.fail('secondary-refused')
+        const why = sr.onInitNak(h.ack)
+        if (why) this.reject(why)
         return
       }
       case MsgType.UNREPLICATE: {

@@ -444,6 +444,14 @@ export class SrPrimary implements SendGate {
     return null
   }
 
+  /** INIT_NAK: the secondary refused the handshake of `round`. Returns a reject reason or null. */
+  onInitNak(round: number): string | null {
+    if (!this.initializing) return 'init-nak-not-initializing'
+    if (round !== this.round >>> 0) return 'init-nak-stale-round'
+    this.fail('secondary-refused')
+    return null
+  }
+
   /** (Re)arms the handshake timer: a whole initTimeoutMs for the step just begun. */
   private armInitTimer(): void {
     this.initTimer.start(this.host.initTimeoutMs)
