@@ -5,6 +5,8 @@ import { describe, expect, it } from 'vitest'
 import { MsgType } from '../../engine/protocol/header.ts'
 import { LISTEN_PORT } from '../sim/app.ts'
 import { chassisReceiver } from '../sim/link.ts'
+import type { MemoryPeer } from '../../engine/chassis/memory.ts'
+import type { Socket } from '../../engine/socket/socket.ts'
 import { Duo, SERVE_PORT } from './duo.ts'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
@@ -152,13 +154,19 @@ describe('regressions', () => {
     expect(duo.s.counters.resumeGaps).toBe(0)
   })
 
-  it('RX sent for an earlier replication round is not appended to the next round\'s pair', async () => {
+  /** A replicated socket whose round ended while RX it fanned out still waits on the secondary's chassis link. */
+  async function rxLeftFromEarlierRound(): Promise<{ duo: Duo; sock: Socket; peer: MemoryPeer }> {
     const duo = new Duo()
     const { sock, peer } = await duo.connect()
     await duo.replicate(sock)
     peer.write(enc('once')) // RX to both; the secondary's copy stays in its link
     sock.unreplicate()
     await duo.run([duo.cs])
+    return { duo, sock, peer }
+  }
+
+  it('RX sent for an earlier replication round is not appended to the next round\'s pair', async () => {
+    const { duo, sock } = await rxLeftFromEarlierRound()
     const again = sock.replicate()
     await duo.run([duo.cs])
     expect(duo.pair(sock.handle)!.complete).toBe(true)
@@ -172,12 +180,7 @@ describe('regressions', () => {
     it(`RX sent to the secondary for an earlier round and still queued at a takeover does not reach the new primary twice (${heard ? 'functional' : 'DONE not yet acked'})`, async () => {
       // The secondary's chassis link lagged a whole handshake behind its KKCM. The simulation found
       // it once the handshake took one round trip (the new round's pair is complete sooner).
-      const duo = new Duo()
-      const { sock, peer } = await duo.connect()
-      await duo.replicate(sock)
-      peer.write(enc('once')) // RX to both; the secondary's copy stays in its link
-      sock.unreplicate()
-      await duo.run([duo.cs])
+      const { duo, sock, peer } = await rxLeftFromEarlierRound()
       sock.replicate().catch(() => {})
       await duo.run(heard ? [duo.cs] : [duo.cs, duo.sp]) // the new round's pre-existing data has the chunk
       expect(duo.pair(sock.handle)!.complete).toBe(true)
