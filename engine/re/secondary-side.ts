@@ -132,12 +132,8 @@ export class SecondarySide {
       }
       case MsgType.INIT_RCVDATA:
       case MsgType.INIT_SNDDATA: {
-        if (this.refusedInit.tail(h.handle, false)) {
-          this.counters.initDroppedAfterNak++
-          return
-        }
-        const pair = this.pairs.get(h.handle)
-        if (!pair) return this.host.reject('initdata-unknown-handle')
+        const pair = this.handshakePair(h.handle, false, 'initdata-unknown-handle')
+        if (!pair) return
         const pl = dataSpan(h, bytes, off, this.span)
         if (!pl) return this.nak(h.handle, 'initdata-bad-address', pair.initRound)
         const addr = pl.addr
@@ -146,21 +142,15 @@ export class SecondarySide {
         const before = pair.heldBytes()
         const why = h.type === MsgType.INIT_RCVDATA ? pair.setRcvData(h.seq, data, addr, fin) : pair.setSndData(h.seq, data, addr, fin)
         this.heldBytes += pair.heldBytes() - before
-        // A stray init message cannot undo a complete pair (it would drop a takeover's state): only
-        // a handshake in progress is refused with INIT_NAK.
-        if (why) return pair.complete ? this.host.reject(why) : this.nak(h.handle, why, pair.initRound)
+        if (why) return this.refuseStep(pair, why)
         if (fin) this.initAck(pair, h.type === MsgType.INIT_RCVDATA ? InitStep.RCVDATA : InitStep.SNDDATA)
         return
       }
       case MsgType.INIT_DONE: {
-        if (this.refusedInit.tail(h.handle, true)) {
-          this.counters.initDroppedAfterNak++
-          return
-        }
-        const pair = this.pairs.get(h.handle)
-        if (!pair) return this.host.reject('done-unknown-handle')
+        const pair = this.handshakePair(h.handle, true, 'done-unknown-handle')
+        if (!pair) return
         const why = pair.done()
-        if (why) return pair.complete ? this.host.reject(why) : this.nak(h.handle, why, pair.initRound)
+        if (why) return this.refuseStep(pair, why)
         this.initAck(pair, InitStep.DONE)
         return
       }
@@ -282,6 +272,29 @@ export class SecondarySide {
     const pair = this.pairs.get(handle)
     if (pair) this.dropPair(pair)
     this.refusedInit.refused(handle) // the rest of this handshake is on its way: drop it quietly
+  }
+
+  /**
+   * The pair an INIT_RCVDATA / INIT_SNDDATA / INIT_DONE (`last`) is for, or null: the tail of a
+   * refused handshake is dropped quietly (counted), an unknown handle rejected with `unknown`.
+   */
+  private handshakePair(handle: number, last: boolean, unknown: string): SnoopPair | null {
+    if (this.refusedInit.tail(handle, last)) {
+      this.counters.initDroppedAfterNak++
+      return null
+    }
+    const pair = this.pairs.get(handle)
+    if (!pair) this.host.reject(unknown)
+    return pair ?? null
+  }
+
+  /**
+   * A handshake step the pair refused. A stray init message cannot undo a complete pair (it would
+   * drop a takeover's state): only a handshake in progress is refused with INIT_NAK.
+   */
+  private refuseStep(pair: SnoopPair, why: string): void {
+    if (pair.complete) this.host.reject(why)
+    else this.nak(pair.handle, why, pair.initRound)
   }
 
   private sendAck(pair: SnoopPair): void {

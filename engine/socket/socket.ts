@@ -114,6 +114,12 @@ export class Socket extends EventEmitter {
   peerEnded = false
   error: NsrError | null = null
   private wantWritable = false
+  /** A pump is queued for the end of the task (write() behind a queue leaves the sending to it). */
+  private pumpQueued = false
+  private readonly deferredPump = (): void => {
+    this.pumpQueued = false
+    if (this.state !== 'closed') this.pump()
+  }
   private readonly host: SocketHost
   /** Set while replication holds records back (primary SDRL). */
   gate: SendGate | null = null
@@ -218,12 +224,6 @@ export class Socket extends EventEmitter {
       queueMicrotask(this.deferredPump)
     }
     return seq
-  }
-
-  private pumpQueued = false
-  private readonly deferredPump = (): void => {
-    this.pumpQueued = false
-    if (this.state !== 'closed') this.pump()
   }
 
   /**
