@@ -343,6 +343,14 @@ export class SecondarySide {
     if (peer.send(MsgType.FLOWCTL, flags, pair.handle, pair.ackOffset, pair.ack, w, null)) {
       pair.lastCredit = w
       this.counters.flowctlSent++
+    } else if (!pair.flowctlWaiting) {
+      // Retried once the ring has room: the read that grew the window may be the last thing that
+      // happens on this socket, and a primary that never hears of it stays stalled for good.
+      pair.flowctlWaiting = true
+      peer.whenRoom(() => {
+        pair.flowctlWaiting = false
+        if (this.pairs.get(pair.handle) === pair) this.maybeFlowctl(pair)
+      })
     }
   }
 

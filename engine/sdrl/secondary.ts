@@ -151,6 +151,8 @@ export class SnoopPair extends EventEmitter {
   /** Last ack the chassis was told (TX_RELEASE), and whether a retry waits for room. */
   released = 0
   releaseWaiting = false
+  /** A FLOWCTL found the ring to the primary full and waits for room to be sent. */
+  flowctlWaiting = false
   readonly stat = { records: 0, bytes: 0, rxChunks: 0, rxBytes: 0, trimmed: 0 }
   private readonly snoopBufBytes: number
 

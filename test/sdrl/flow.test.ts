@@ -5,6 +5,8 @@
 import { describe, expect, it } from 'vitest'
 import { NsrError } from '../../engine/errors.ts'
 import type { Socket } from '../../engine/socket/socket.ts'
+import { MsgType } from '../../engine/protocol/header.ts'
+import { encodeFrame } from '../sim/link.ts'
 import { Duo } from './duo.ts'
 
 const RECORD_BYTES = 100
@@ -55,6 +57,32 @@ describe('flow control', () => {
     expect(writable).toBe(1)
     const r = writeUntilRefused(sock, next)
     expect(r.next).toBeGreaterThan(next)
+    await duo.run()
+    expect(received(peer.received)).toEqual([...Array(r.next).keys()])
+    expect(duo.p.counters.rejected + duo.s.counters.rejected).toBe(0)
+  })
+
+  it('a window that reopens while the KKCM to the primary is full is advertised once the ring has room', async () => {
+    const duo = new Duo({ limits: { maxRecordBytes: RECORD_BYTES, sndbufBytes: 2000, sndLowatBytes: 200 }, re: { snoopBufBytes: 1000 } })
+    const { sock, peer } = await duo.connect()
+    await duo.replicate(sock)
+    const pair = duo.pair(sock.handle)!
+    let writable = 0
+    sock.on('writable', () => writable++)
+    const { next } = writeUntilRefused(sock, 0)
+    await duo.run()
+    expect(writable).toBe(0)
+    // The ring from the secondary to the primary is full (keepalives fill it) when the app reads.
+    const keepalive = encodeFrame(MsgType.KEEPALIVE, 0, 0, 0, 0, 0)
+    while (duo.sp.inject(keepalive));
+    const sentBefore = duo.s.stats().counters.flowctlSent
+    while (pair.send.read());
+    expect(duo.s.stats().counters.flowctlSent).toBe(sentBefore)
+    // Nothing else will make the secondary speak: no records flow, every TXDONE came already.
+    await duo.run()
+    expect(duo.s.stats().counters.flowctlSent).toBe(sentBefore + 1)
+    expect(writable).toBe(1)
+    const r = writeUntilRefused(sock, next)
     await duo.run()
     expect(received(peer.received)).toEqual([...Array(r.next).keys()])
     expect(duo.p.counters.rejected + duo.s.counters.rejected).toBe(0)
