@@ -681,7 +681,13 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
    * Each complete snoop pair merges into a live socket (seed 7.4 A) that resumes transmission right
    * after the last record the chassis accepted. Returns the handles adopted and those lost.
    */
-  promote(info: PromoteInfo): { adopted: number[]; lost: number[]; uncharged: Record<number, number> } {
+  /**
+   * Makes this secondary the primary: merges every complete snoop pair into a live socket and
+   * resumes its transmission, then runs `beforeMastership` (the rest of the promotion that the app
+   * may need, such as the new FIB client), then emits 'mastership'. Sockets go first: takeover time
+   * runs from the old primary's death to the first record at the transport.
+   */
+  promote(info: PromoteInfo, beforeMastership?: () => void): { adopted: number[]; lost: number[]; uncharged: Record<number, number> } {
     if (this.role !== 'secondary') throw new NsrError('EINVAL', `RE ${this.id} is already primary`)
     const tPromote = this.clock.now()
     this.onPeerBatchEnd()
@@ -714,6 +720,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     this.earlyTxCredit.clear()
     this.secondary.promoted()
     const tMerged = this.clock.now()
+    beforeMastership?.()
     this.emit('mastership', { adopted, lost })
     this.lastPromoteTrace = { mergeMs: tMerged - tPromote, appMs: this.clock.now() - tMerged }
     this.reportSync()

@@ -69,6 +69,9 @@ export function mergePair(host: TakeoverHost, chassis: FrameSink, pair: SnoopPai
 function sendResume(chassis: FrameSink, sock: Socket): void {
   if (chassis.send(MsgType.TX_RELEASE, Flag.RESUME, sock.handle, sock.txSeq, 0, 0, null)) {
     sock.txBlocked = false
+    // Published at once: the chassis releases held records on it, and left to the ring's batching
+    // it would wait for this socket's resends to fill a batch, or for the next socket's merge.
+    chassis.flush()
     return
   }
   sock.txBlocked = true
