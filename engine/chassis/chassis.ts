@@ -18,6 +18,7 @@ import { createChannelSab, openEndpoint, type Endpoint } from '../kkcm/channel.t
 import { RingSink, drainNow, pumpRing } from '../re/ring-sink.ts'
 import type { ReOptions } from '../re/re.ts'
 import type { ReControl, ReWorkerData } from '../re/worker-main.ts'
+import type { WarmupReport } from '../re/warmup.ts'
 import { portEndpoint } from '../runtime/endpoint.ts'
 import { runtimeName, spawnWorker } from '../runtime/worker.ts'
 import { ChassisCore, type ChassisLimits } from './core.ts'
@@ -109,10 +110,10 @@ const SPARE_AFTER_SYNC_TIMEOUT_MS = 10_000
 
 interface Spare {
   slot: Slot
-  /** The application module is loaded ('spare-up'). */
+  /** The application module is loaded and the warm-up ran ('spare-up'). */
   warm: boolean
   worker: Worker
-  api: Remote<ReControl & { activate(d: Partial<ReWorkerData>): Promise<void>; warmed(): Promise<void> }>
+  api: Remote<ReControl & { activate(d: Partial<ReWorkerData>): Promise<void>; warmed(): Promise<WarmupReport | { error: string } | null> }>
 }
 
 export class Chassis extends EventEmitter {
@@ -272,9 +273,10 @@ export class Chassis extends EventEmitter {
     this.spare = spare
     // Full redundancy again: primary, secondary in sync, and a spare that can take the next failure.
     spare.api.warmed().then(
-      () => {
+      (w) => {
         spare.warm = true
-        if (this.spare === spare) this.emit('spare-up', { slot })
+        if (w && 'error' in w) this.emit('re-error', { id: `spare-${slot}`, error: `warm-up failed: ${w.error}` })
+        if (this.spare === spare) this.emit('spare-up', { slot, warmupMs: w && 'ms' in w ? Math.round(w.ms) : null })
       },
       () => {},
     )

@@ -13,6 +13,7 @@ import { openEndpoint, type Endpoint, type Side } from '../kkcm/channel.ts'
 import { portEndpoint } from '../runtime/endpoint.ts'
 import { attachKSync } from './ksync-link.ts'
 import { RingSink, drainNow, pumpRing } from './ring-sink.ts'
+import { warmUp, type WarmupReport } from './warmup.ts'
 import { RoutingEngine, type PromoteInfo, type ReOptions, type Role } from './re.ts'
 
 export interface ReWorkerData {
@@ -61,8 +62,17 @@ export async function runRe(): Promise<void> {
     await control.started().catch(failedStart(boot))
     return
   }
-  // A warm spare: the module loads now; the RE is built when the chassis activates this worker.
-  const warm = import(boot.app).catch(() => null)
+  // A warm spare: the module loads now, then the engine's failover paths run once on a private rig
+  // (warmup.ts) so that the first handshake after activation does not compile them. The RE is built
+  // when the chassis activates this worker. A warm-up that fails costs speed, never the spare.
+  let warmup: WarmupReport | { error: string } | null = null
+  const warm = import(boot.app)
+    .catch(() => null)
+    .then(() => warmUp())
+    .then(
+      (r) => void (warmup = r),
+      (err: unknown) => void (warmup = { error: String(err) }),
+    )
   let inner: ReControl | null = null
   let activated!: (c: ReControl) => void
   const active = new Promise<ReControl>((r) => (activated = r))
@@ -77,7 +87,10 @@ export async function runRe(): Promise<void> {
       void inner.started().catch(failedStart(boot))
     },
     started: () => active.then((c) => c.started()),
-    warmed: async () => void (await warm),
+    warmed: async () => {
+      await warm
+      return warmup
+    },
     promote: (info) => need().then((c) => c.promote(info)),
     attachPeer: (sab, side) => need().then((c) => c.attachPeer(sab, side)),
     peerLost: (reason) => need().then((c) => c.peerLost(reason)),
@@ -92,8 +105,8 @@ export async function runRe(): Promise<void> {
 /** A spare's control plane: ReControl's calls, each answered once the spare is activated. */
 type SpareControl = { [K in keyof ReControl]: (...a: Parameters<ReControl[K]>) => Promise<Awaited<ReturnType<ReControl[K]>>> } & {
   activate(d: Partial<ReWorkerData>): Promise<void>
-  /** Resolves once the application module is loaded (the chassis's 'spare-up'). */
-  warmed(): Promise<void>
+  /** Resolves once the application module is loaded and the warm-up ran (the chassis's 'spare-up'). */
+  warmed(): Promise<WarmupReport | { error: string } | null>
 }
 
 function failedStart(wd: ReWorkerData): (err: unknown) => void {

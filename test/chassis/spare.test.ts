@@ -23,7 +23,11 @@ it('boots the next spare after the resync, and a spare activated while still loa
   const chassis = c
   const log: string[] = []
   chassis.on('secondary-up', (e: { id: string }) => log.push(`secondary-up ${e.id}`))
-  chassis.on('spare-up', () => log.push(`spare-up ready=${chassis.isReady()}`))
+  const warmupMs: unknown[] = []
+  chassis.on('spare-up', (e: { warmupMs: unknown }) => {
+    log.push(`spare-up ready=${chassis.isReady()}`)
+    warmupMs.push(e.warmupMs)
+  })
   chassis.on('failover', (e: { to: string }) => log.push(`failover to ${e.to}`))
   chassis.on('re-error', (e: { error: string }) => log.push(`re-error ${e.error}`))
   chassis.on('error', (e: Error) => log.push(`error ${e.message}`))
@@ -47,6 +51,9 @@ it('boots the next spare after the resync, and a spare activated while still loa
     // The spare was the new secondary (re3, re4: no cold start in between), then the next spare booted in sync.
     expect(after).toEqual([`failover to re${k + 2}`, `secondary-up re${k + 3}`, 'spare-up ready=true'])
   }
+  // Every spare ran its warm-up (a failed one would have logged a re-error above).
+  expect(warmupMs.length).toBe(3)
+  for (const ms of warmupMs) expect(ms).toBeTypeOf('number')
   // A kill as soon as the resync is done: the next spare is still loading when it is activated,
   // and whatever the chassis asks of it meanwhile waits for the activation (it used to throw
   // 'spare RE not activated' and leave the chassis without a secondary).
