@@ -16,6 +16,7 @@ import { wrap, type Remote } from 'comlink'
 import { NsrError } from '../errors.ts'
 import { createChannelSab, openEndpoint, type Endpoint } from '../kkcm/channel.ts'
 import { RingSink, drainNow, pumpRing } from '../re/ring-sink.ts'
+import type { Ring } from '../kkcm/ring.ts'
 import type { ReOptions } from '../re/re.ts'
 import type { ReControl, ReWorkerData } from '../re/worker-main.ts'
 import type { WarmupReport } from '../re/warmup.ts'
@@ -68,6 +69,8 @@ interface ReSlotState {
   api: Remote<ReControl>
   chassisEp: Endpoint
   sink: RingSink
+  /** The ring this RE writes to its peer RE (the chassis's view of it, to fence it in retire()). */
+  peerOut: Ring | null
   alive: boolean
   dying: boolean
   gen: number
@@ -141,7 +144,8 @@ export class Chassis extends EventEmitter {
   lastDrained = 0
   private readyWaiters: Array<() => void> = []
   readonly failovers: FailoverEvent[] = []
-  readonly counters = { failovers: 0, secondaryLosses: 0, hungDetected: 0, respawns: 0 }
+  /** fencedRetires: retired REs whose rings were fenced before their thread ended (the others waited for it). */
+  readonly counters = { failovers: 0, secondaryLosses: 0, hungDetected: 0, respawns: 0, fencedRetires: 0 }
 
   private constructor(opts: ChassisOptions) {
     super()
@@ -234,6 +238,7 @@ export class Chassis extends EventEmitter {
       api: spare ? (spare.api as unknown as Remote<ReControl>) : wrap<ReControl>(portEndpoint(worker)),
       chassisEp,
       sink: new RingSink(chassisEp.tx),
+      peerOut: peerSab ? peerRingOf(peerSab, peerSide) : null,
       alive: true,
       dying: false,
       gen: 0,
@@ -320,15 +325,30 @@ export class Chassis extends EventEmitter {
   }
 
   /**
-   * Terminates an RE, then handles its loss. The order matters: until the thread is really gone it
-   * could still commit frames (a TX to the chassis, a TXDONE to the secondary) after we drained.
+   * Terminates an RE, then handles its loss. The order matters: until the thread stops it could
+   * still commit frames (a TX to the chassis, a TXDONE to the secondary) after we drained. Its rings
+   * are fenced (ring.ts): once both hold, nothing it does can land, and its loss is handled while
+   * the thread is torn down (10 ms that the takeover used to wait for). The ring to its peer first:
+   * between the two fences it may commit a TX the secondary never hears of (the chassis drops it
+   * at RESUME), never a REPLICATE or TXDONE for a TX the chassis lacks. A fence that does not hold
+   * at once (the thread is mid-task) is polled until it does or the thread is gone.
    */
   private async retire(st: ReSlotState, reason: string): Promise<void> {
     if (!st.alive || st.dying) return
     st.dying = true
     const t = performance.now()
-    await st.worker.terminate()
+    const terminated = st.worker.terminate()
+    const rings = st.peerOut ? [st.peerOut, st.chassisEp.rx] : [st.chassisEp.rx]
+    let gone = false
+    void terminated.then(() => (gone = true))
+    let held = rings.map((r) => r.fence())
+    while (!held.every(Boolean) && !gone) {
+      await new Promise((r) => setImmediate(r))
+      held = rings.map((r) => r.fenced())
+    }
+    if (!held.every(Boolean)) await terminated
     this.lastTerminateMs = performance.now() - t
+    this.counters.fencedRetires += held.every(Boolean) ? 1 : 0
     await this.lost(st, reason)
   }
 
@@ -423,6 +443,7 @@ export class Chassis extends EventEmitter {
       const spare = this.spare
       this.spare = null
       const st = spare ? this.spawn(spare.slot, 'secondary', peerSab, 'b', spare) : this.spawn(slot, 'secondary', peerSab, 'b')
+      this.primary.peerOut = peerRingOf(peerSab, 'a')
       this.secondary = st
       this.counters.respawns++
       const bootSpare = (): void => {
@@ -574,3 +595,8 @@ export class Chassis extends EventEmitter {
 }
 
 export const workerEntries = ENTRY.map((u) => fileURLToPath(u))
+
+/** From the chassis: the ring that the RE on `side` of the peer channel `sab` writes to the other. */
+function peerRingOf(sab: SharedArrayBuffer, side: 'a' | 'b'): Ring {
+  return openEndpoint(sab, side === 'a' ? 'b' : 'a').rx
+}

@@ -13,7 +13,8 @@
 //     slot 4  CPARK     1 while the consumer is parked in readable()
 //     slot 5  CLOSED    1 once either side closed
 //     slot 6  COUNTERS  full, parks, notifies, corrupt            (rare events, Atomics.add)
-//     slot 7  COMMITTED producer position including unpublished frames (plain store per commit)
+//     slot 7  COMMITTED producer position including unpublished frames (plain store per commit);
+//             its second word COMMITTING: 1 while a task of the producer's commits frames (fence())
 //   data region, `capacity` bytes (a power of two)
 //
 // Frames: an 8-byte prefix (u32 payload length, u32 unused) then the payload, padded to 8, so every
@@ -44,6 +45,17 @@
 // committed frames are still in shared memory, and the consumer adopts them with recoverCommitted()
 // before draining a dead writer's ring. The consumer publishes its head once per drain() call.
 //
+// Fencing a live producer that is being terminated (the chassis retiring a hung or killed RE):
+// termination reaches a thread at its next interrupt check, and tearing the thread down takes 10 ms
+// more; waiting for its exit before draining its rings was most of a killed primary's takeover as
+// a client saw it. fence() lets the consumer stop it sooner: it closes the ring, then reads
+// COMMITTING, which the producer sets (Atomics) before the first commit of a task, re-checking
+// CLOSED right after, and clears once the task's frames are committed (flushRings). Dekker's rule:
+// either the producer sees CLOSED and commits nothing more, or the consumer sees COMMITTING and
+// waits (fenced() polls) for the task to end. Once fenced, COMMITTED is final: recoverCommitted()
+// and drain() then take exactly what the producer will ever have committed. Cost: one Atomics
+// store and load per ring per task that commits, not per frame.
+//
 // Waiting: a side that finds nothing to do spins for a bounded few microseconds (two cores shared
 // by three threads: long spins starve the peer; the budget adapts, see spin()), then parks: it stores 1 in its parked word,
 // re-checks the index, and sleeps on that very word (Atomics.waitAsync, or Atomics.wait in
@@ -66,6 +78,7 @@ const CPARK = 4 * SLOT_WORDS
 const CLOSED = 5 * SLOT_WORDS
 const COUNTERS = 6 * SLOT_WORDS
 const COMMITTED = 7 * SLOT_WORDS
+const COMMITTING = COMMITTED + 1
 // inside META
 const META_MAGIC = META
 const META_VERSION = META + 1
@@ -106,9 +119,10 @@ const noop = (): void => {}
 // Rings of this thread holding committed but unpublished frames. Shared through a registry symbol
 // so that two loaded copies of this module in one thread still flush each other's rings.
 const UNPUBLISHED_KEY = Symbol.for('nsr-engine.kkcm.unpublished')
-const registry = globalThis as { [UNPUBLISHED_KEY]?: { rings: Ring[]; microtaskQueued: boolean; open?: Ring[] } }
-const pending = (registry[UNPUBLISHED_KEY] ??= { rings: [], microtaskQueued: false, open: [] })
+const registry = globalThis as { [UNPUBLISHED_KEY]?: { rings: Ring[]; microtaskQueued: boolean; open?: Ring[]; committing?: Ring[] } }
+const pending = (registry[UNPUBLISHED_KEY] ??= { rings: [], microtaskQueued: false, open: [], committing: [] })
 pending.open ??= []
+pending.committing ??= []
 
 /**
  * Publishes every frame committed by this thread on any ring, after closing its open frames (see
@@ -117,9 +131,15 @@ pending.open ??= []
 export function flushRings(): void {
   if (pending.open!.length !== 0) closeOpenFrames(Number.MAX_SAFE_INTEGER)
   const rings = pending.rings
-  if (rings.length === 0) return
-  pending.rings = []
-  for (let i = 0; i < rings.length; i++) rings[i].flushQueued()
+  if (rings.length !== 0) {
+    pending.rings = []
+    for (let i = 0; i < rings.length; i++) rings[i].flushQueued()
+  }
+  // Last: every frame of this task is committed now (see fence()).
+  const committing = pending.committing!
+  if (committing.length === 0) return
+  pending.committing = []
+  for (let i = 0; i < committing.length; i++) committing[i].endCommitting()
 }
 
 function onMicrotask(): void {
@@ -217,6 +237,7 @@ export class Ring {
   private tail: number
   private publishedTail: number
   private queued = false // in pending.rings
+  private committing = false // in pending.committing, COMMITTING set
   private cachedHead: number
   private pendingBytes = -1 // bytes the reserved frame advances the tail by (skip + frame), -1 when none
   private reservedAt = 0 // payload offset of the reserved frame
@@ -439,6 +460,7 @@ export class Ring {
     const n = this.pendingBytes
     if (n < 0) assert(false, 'Ring.commit() without a reserve()')
     this.pendingBytes = -1
+    if (!this.committing && !this.beginCommitting()) return // fenced: the frame is dropped
     this.tail = (this.tail + n) | 0
     this.framesIn++
     this.ctl[COMMITTED] = this.tail // durable for recoverCommitted(); plain store, the line is ours alone
@@ -454,6 +476,26 @@ export class Ring {
       pending.rings.push(this)
       queueFlush()
     }
+  }
+
+  /** First commit of a task: announces it (COMMITTING), then checks for a fence. False if fenced. */
+  private beginCommitting(): boolean {
+    const ctl = this.ctl
+    Atomics.store(ctl, COMMITTING, 1)
+    if (Atomics.load(ctl, CLOSED) !== 0) {
+      Atomics.store(ctl, COMMITTING, 0)
+      return false
+    }
+    this.committing = true
+    pending.committing!.push(this)
+    queueFlush()
+    return true
+  }
+
+  /** @internal flushRings() only: this task's frames are committed. */
+  endCommitting(): void {
+    this.committing = false
+    Atomics.store(this.ctl, COMMITTING, 0)
   }
 
   /** Publishes this ring's committed frames now; wakes the consumer if it is parked. */
@@ -612,10 +654,11 @@ export class Ring {
   }
 
   /**
-   * For a consumer whose producer thread is gone (exited, crashed or terminated): publishes every
-   * frame the producer committed, including those still in its unpublished batch, so that drain()
-   * delivers all of them. Returns the bytes adopted. Only for a dead producer: a live one may be
-   * between writing a frame and committing it, and its plain COMMITTED store carries no ordering.
+   * For a consumer whose producer thread is gone (exited, crashed or terminated) or fenced():
+   * publishes every frame the producer committed, including those still in its unpublished batch,
+   * so that drain() delivers all of them. Returns the bytes adopted. Only for a dead or fenced
+   * producer: a live one may be between writing a frame and committing it, and its plain COMMITTED
+   * store carries no ordering (a fenced one cleared COMMITTING, an Atomics store, after it).
    */
   recoverCommitted(): number {
     const ctl = this.ctl
@@ -626,6 +669,24 @@ export class Ring {
       if (gain <= 0) return 0
       if (Atomics.compareExchange(ctl, TAIL, t, committed) === t) return gain
     }
+  }
+
+  /**
+   * Consumer: stops a producer that is being terminated from committing anything more (see the file
+   * comment). Closes the ring; true when the fence holds at once, else poll fenced() (the producer
+   * is mid-task) or wait for its thread to end.
+   */
+  fence(): boolean {
+    const ctl = this.ctl
+    Atomics.store(ctl, CLOSED, 1)
+    Atomics.store(ctl, PPARK, 0)
+    Atomics.notify(ctl, PPARK)
+    return this.fenced()
+  }
+
+  /** True once fence() holds: the ring is closed and no task of the producer is committing. */
+  fenced(): boolean {
+    return Atomics.load(this.ctl, CLOSED) !== 0 && Atomics.load(this.ctl, COMMITTING) === 0
   }
 
   /** True when no committed frame waits to be drained. */

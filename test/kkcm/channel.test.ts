@@ -105,6 +105,35 @@ describe('KKCM channel', () => {
     expect(messages[1]).toEqual({ got: [4, 2], parks: 1 })
   })
 
+  it('a fenced producer commits nothing more, and every frame it committed before is drained in order', { timeout: 20_000 }, async () => {
+    for (let round = 0; round < 5; round++) {
+      const ring = Ring.create(1 << 20)
+      const w = spawnWorker(new URL('./fixtures/fence-producer.worker.ts', import.meta.url), { workerData: { sab: ring.sab } })
+      const seen: number[] = []
+      const take = (): void => void ring.drain((_b, off) => seen.push(ring.view.getUint32(off, true)))
+      // Let it stream for a while (draining, so it never fills), then fence it mid-stream.
+      while (seen.length < 2000 * (round + 1)) {
+        take()
+        await new Promise((r) => setImmediate(r))
+      }
+      let fenced = ring.fence()
+      while (!fenced) {
+        await new Promise((r) => setImmediate(r))
+        fenced = ring.fenced()
+      }
+      ring.recoverCommitted()
+      take()
+      const count = seen.length
+      // The producer is still running: whatever it does now must not land.
+      await new Promise((r) => setTimeout(r, 50))
+      ring.recoverCommitted()
+      take()
+      await w.terminate()
+      expect(seen.length).toBe(count)
+      expect(seen).toEqual(Array.from({ length: count }, (_, i) => i))
+    }
+  })
+
   it('recovers the committed but unpublished frames of a producer that was killed mid-batch', { timeout: 20_000 }, async () => {
     const ring = Ring.create(1 << 16)
     const frames = 100
