@@ -296,6 +296,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       rcvOffset: sock.rcvOffset,
       rcvReadOffset: sock.rcvOffset - sock.rcv.bytes,
     }
+    if (sock.appState) p.app = sock.appState()
     return pack(p)
   }
 

@@ -46,6 +46,8 @@ export interface SocketParams {
   rcvOffset: number
   /** Stream offset of the first unread received byte (where the secondary's receive snoop starts). */
   rcvReadOffset: number
+  /** What the primary application's Socket.appState() returned at the snapshot, if it set one. */
+  app?: unknown
 }
 
 const PARAM_COUNTERS = ['parent', 'sndSeq', 'txSeq', 'rcvSeq', 'sndOffset', 'rcvOffset', 'rcvReadOffset'] as const

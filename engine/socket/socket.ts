@@ -129,6 +129,13 @@ export class Socket extends EventEmitter {
   sr: unknown = null
   /** Listen socket this connection was accepted on, 0 if none. */
   parent = 0
+  /**
+   * The application's own state for this socket, read when a replication handshake snapshots it
+   * (INIT_PARAMS): the secondary finds the result in its snoop pair's `params.app`, consistent
+   * with the sequence numbers and offsets beside it (writes wait until the handshake ends). Any
+   * value msgpackr encodes. The echo example keeps its line count here.
+   */
+  appState: (() => unknown) | null = null
 
   readonly counters = { eagain: 0, enobufs: 0, emsgsize: 0, recordsWritten: 0, recordsTransmitted: 0, bytesRead: 0 }
 

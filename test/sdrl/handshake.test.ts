@@ -266,6 +266,21 @@ describe('init handshake, transition by transition', () => {
     expect(duo.sr(sock).functional).toBe(true)
   })
 
+  it("carries the application's socket state as it is when the chassis holds the socket, and none when unset", async () => {
+    const duo = new Duo()
+    const { sock } = await duo.connect()
+    let n = 1
+    sock.appState = () => ({ n, note: 'lines answered' })
+    const done = sock.replicate()
+    n = 2 // still before the snapshot: the chassis has not held the socket yet
+    await duo.run()
+    await done
+    expect(duo.pair(sock.handle)!.params!.app).toEqual({ n: 2, note: 'lines answered' })
+    const other = (await duo.connect()).sock
+    await duo.replicate(other)
+    expect(duo.pair(other.handle)!.params!.app).toBeUndefined()
+  })
+
   it('split() on the primary and replicate() on the secondary are refused with EINVAL', async () => {
     const duo = new Duo()
     expect(() => duo.p.split(1)).toThrow(NsrError)
