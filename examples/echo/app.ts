@@ -1,13 +1,16 @@
 // The echo application, run by both REs (examples/echo/main.ts starts the chassis).
 //
 // TCP (--listen): a replicated listener; every line received on a connection is answered with
-// "<n> <line>", n counting that connection's lines from 1. Each answer is one record, so n is the
-// record's sequence number on the socket: the primary keeps no count of its own. What it has read
-// but cannot answer yet (a partial line, or lines refused with EAGAIN) it puts back with
-// sock.unshift(), so the socket's first unread byte is always exactly where its answers stand.
-// The secondary rebuilds that place from its snoop pair alone: it starts at the receive snoop's
-// read offset (the primary's unread data follows it as pre-existing data), advances by what each
-// later reply consumed (lines.ts: a reply's length says so), and keeps the received bytes from
+// "<n> <line>", n counting that connection's lines from 1. The answers to the lines of one read go
+// out together as one record (up to REPLY_RECORD_BYTES), as a plain server answers a read with one
+// write: a record per line cost every thread per-record work for 100-byte lines. What the primary
+// has read but cannot answer yet (a partial line, or lines whose record was refused with EAGAIN)
+// it puts back with sock.unshift(), so the socket's first unread byte is always exactly where its
+// answers stand. Its line count n is the socket's appState, which the replication handshake
+// snapshots with the offsets. The secondary rebuilds both from its snoop pair alone: it starts at
+// the snapshot (n, and the receive snoop's read offset: the primary's unread data follows it as
+// pre-existing data), advances by each later reply (every reply ends with its one newline, and
+// lines.ts says what a reply of that n and length consumed), and keeps the received bytes from
 // there on. At a takeover it puts the unanswered bytes back into the merged socket and serves on.
 //
 // UDP (--udp): one replicated socket; each datagram gets "<n> <payload>" back, n per source
@@ -31,6 +34,9 @@ export interface EchoOptions {
   port: number
 }
 
+/** Bytes of replies one TCP record carries at most (a longer single reply goes alone). */
+export const REPLY_RECORD_BYTES = 16 * 1024
+
 /** Sources a UDP echo remembers; past it the least recently heard one is forgotten (counted). */
 export const MAX_UDP_SOURCES = 65536
 
@@ -48,6 +54,8 @@ interface Follow {
   pair: SnoopPair
   /** Received stream offset up to which lines are answered. */
   answered: number
+  /** Lines answered so far (the n of the last reply counted). */
+  n: number
   /** Replies up to this sequence number are already counted in `answered`. */
   countedThrough: number
   /** Received bytes from `bufStart` (unanswered, or not yet known to be answered). */
@@ -59,9 +67,45 @@ interface Follow {
 function tcpEcho(re: RoutingEngine, o: EchoOptions): Promise<void> | void {
   const follows = new Map<number, Follow>()
 
-  /** Answers every whole line unread on `sock`; `skip` bytes at the head were answered already. */
-  const serve = (sock: Socket, skip = 0): void => {
+  /**
+   * Answers every whole line unread on `sock`, `answered` lines having been answered before; `skip`
+   * bytes at the head were answered already.
+   */
+  const serve = (sock: Socket, skip = 0, answered = 0): void => {
+    let n = answered
+    sock.appState = () => ({ n })
     let waiting = false
+    let out: Uint8Array = new Uint8Array(REPLY_RECORD_BYTES)
+    let used = 0
+    let lines = 0
+    /** Writes the replies built so far as one record. False when refused: `rest` goes back unanswered. */
+    const send = (seq: number, rest: Uint8Array): boolean => {
+      if (used === 0) return true
+      try {
+        sock.write(out.subarray(0, used))
+      } catch (err) {
+        if (!full(err)) throw err
+        used = 0
+        lines = 0
+        sock.unshift({ seq, data: rest, addr: null })
+        waiting = true
+        sock.once('writable', () => {
+          waiting = false
+          run()
+        })
+        return false
+      }
+      n += lines
+      used = 0
+      lines = 0
+      return true
+    }
+    const add = (r: Uint8Array): void => {
+      if (used + r.length > out.length) out = growTo(out, used, used + r.length)
+      out.set(r, used)
+      used += r.length
+      lines++
+    }
     const run = (): void => {
       if (waiting || sock.state !== 'open') return
       let data: Uint8Array = new Uint8Array(0)
@@ -70,45 +114,31 @@ function tcpEcho(re: RoutingEngine, o: EchoOptions): Promise<void> | void {
         seq = r.seq
         let chunk = r.data
         if (skip > 0) {
-          const n = Math.min(skip, chunk.length)
-          skip -= n
-          chunk = chunk.subarray(n)
+          const k = Math.min(skip, chunk.length)
+          skip -= k
+          chunk = chunk.subarray(k)
         }
         data = concat(data, chunk)
+        // The record under way answers the lines from `first` on.
+        let first = 0
         let start = 0
         for (let end = lineEnd(data, start); end >= 0; end = lineEnd(data, start)) {
-          try {
-            sock.write(reply(sock.sndSeq + 1, data, start, end))
-          } catch (err) {
-            if (!full(err)) throw err
-            // Back in the socket, unanswered; the rest of the buffer stays there too.
-            sock.unshift({ seq, data: data.subarray(start), addr: null })
-            waiting = true
-            sock.once('writable', () => {
-              waiting = false
-              run()
-            })
-            return
+          const r = reply(n + lines + 1, data, start, end)
+          if (used > 0 && used + r.length > REPLY_RECORD_BYTES) {
+            if (!send(seq, data.subarray(first))) return
+            first = start
           }
+          add(r)
           start = lineNext(start, end)
         }
+        if (!send(seq, data.subarray(first))) return
         data = data.subarray(start)
       }
       if (sock.peerEnded) {
         // End of stream: a last line without its newline is answered too, then we close.
         if (data.length) {
-          try {
-            sock.write(reply(sock.sndSeq + 1, data))
-          } catch (err) {
-            if (!full(err)) throw err
-            sock.unshift({ seq, data, addr: null })
-            waiting = true
-            sock.once('writable', () => {
-              waiting = false
-              run()
-            })
-            return
-          }
+          add(reply(n + 1, data))
+          if (!send(seq, data)) return
         }
         sock.close()
         return
@@ -128,19 +158,16 @@ function tcpEcho(re: RoutingEngine, o: EchoOptions): Promise<void> | void {
     const start = (): void => {
       const p = pair.params!
       if (p.kind !== 'tcp') return
-      const f: Follow = { pair, answered: p.rcvReadOffset, countedThrough: p.sndSeq, buf: [], bufStart: p.rcvReadOffset, bufEnd: p.rcvReadOffset }
+      // The primary's line count at the snapshot; a connection replicated from its first byte has none yet.
+      const n = (p.app as { n?: unknown } | undefined)?.n
+      const f: Follow = { pair, answered: p.rcvReadOffset, n: Number.isSafeInteger(n) ? (n as number) : 0, countedThrough: p.sndSeq, buf: [], bufStart: p.rcvReadOffset, bufEnd: p.rcvReadOffset }
       follows.set(pair.handle, f)
       const trim = (): void => {
         while (f.buf.length && f.bufStart + f.buf[0].length <= f.answered) f.bufStart += f.buf.shift()!.length
       }
       pair.send.on('readable', () => {
         // Replies up to the parameters' sndSeq are counted in the receive offset already.
-        for (let r = pair.send.read(); r; r = pair.send.read()) {
-          if (seqLt(f.countedThrough, r.seq)) {
-            f.answered += consumedBy(r.seq, r.data.length)
-            f.countedThrough = r.seq
-          }
-        }
+        for (let r = pair.send.read(); r; r = pair.send.read()) count(f, r.seq, r.data)
         trim()
       })
       pair.recv.on('readable', () => {
@@ -168,16 +195,12 @@ function tcpEcho(re: RoutingEngine, o: EchoOptions): Promise<void> | void {
       const f = follows.get(sock.handle)
       follows.delete(sock.handle)
       if (!f) {
+        // Every merged connection had its pair followed from its parameters on: this one never sent a line.
         serve(sock)
         continue
       }
       // Replies the snoop still held (they were merged, but count for our place).
-      for (let r = f.pair.send.read(); r; r = f.pair.send.read()) {
-        if (seqLt(f.countedThrough, r.seq)) {
-          f.answered += consumedBy(r.seq, r.data.length)
-          f.countedThrough = r.seq
-        }
-      }
+      for (let r = f.pair.send.read(); r; r = f.pair.send.read()) count(f, r.seq, r.data)
       // Received data the chassis sent this RE but it had not read yet arrives as ordinary
       // receive data: what of it is answered already is skipped.
       const skip = Math.max(0, f.answered - f.bufEnd)
@@ -189,7 +212,7 @@ function tcpEcho(re: RoutingEngine, o: EchoOptions): Promise<void> | void {
         at += chunk.length
       }
       if (pending.length) sock.unshift({ seq: sock.rcvSeq, data: pending, addr: null })
-      serve(sock, skip)
+      serve(sock, skip, f.n)
     }
   }
 
@@ -200,6 +223,26 @@ function tcpEcho(re: RoutingEngine, o: EchoOptions): Promise<void> | void {
       l.on('connection', (s: Socket) => serve(s))
     })
   }
+}
+
+/** Secondary: counts the replies of record `seq` (each ends with its one newline) unless counted. */
+function count(f: Follow, seq: number, data: Uint8Array): void {
+  if (!seqLt(f.countedThrough, seq)) return
+  f.countedThrough = seq
+  for (let from = 0; from < data.length; ) {
+    let nl = data.indexOf(0x0a, from)
+    if (nl < 0) nl = data.length - 1 // not an echo reply: counted as one, as its length says
+    f.n++
+    f.answered += consumedBy(f.n, nl + 1 - from)
+    from = nl + 1
+  }
+}
+
+/** A copy of `buf`'s first `used` bytes in a buffer of at least `need` bytes. */
+function growTo(buf: Uint8Array, used: number, need: number): Uint8Array {
+  const bigger = new Uint8Array(Math.max(need, buf.length * 2))
+  bigger.set(buf.subarray(0, used))
+  return bigger
 }
 
 // ---- UDP ---------------------------------------------------------------------------------------
