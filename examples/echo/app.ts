@@ -26,7 +26,7 @@ import type { RoutingEngine } from '../../engine/re/re.ts'
 import type { SnoopPair } from '../../engine/sdrl/secondary.ts'
 import type { Addr } from '../../engine/socket/records.ts'
 import type { Socket } from '../../engine/socket/socket.ts'
-import { concat, consumedBy, lineEnd, lineNext, reply, replyNumber } from './lines.ts'
+import { concat, consumedBy, lineEnd, lineNext, reply, replyBytes, replyInto, replyNumber } from './lines.ts'
 
 export interface EchoOptions {
   mode: 'tcp' | 'udp'
@@ -100,10 +100,12 @@ function tcpEcho(re: RoutingEngine, o: EchoOptions): Promise<void> | void {
       lines = 0
       return true
     }
-    const add = (r: Uint8Array): void => {
-      if (used + r.length > out.length) out = growTo(out, used, used + r.length)
-      out.set(r, used)
-      used += r.length
+    /** Adds the reply to data[from, to) to the record under way. */
+    const add = (data: Uint8Array, from: number, to: number): void => {
+      const k = n + lines + 1
+      const len = replyBytes(k, to - from)
+      if (used + len > out.length) out = growTo(out, used, used + len)
+      used = replyInto(out, used, k, data, from, to)
       lines++
     }
     const run = (): void => {
@@ -123,12 +125,11 @@ function tcpEcho(re: RoutingEngine, o: EchoOptions): Promise<void> | void {
         let first = 0
         let start = 0
         for (let end = lineEnd(data, start); end >= 0; end = lineEnd(data, start)) {
-          const r = reply(n + lines + 1, data, start, end)
-          if (used > 0 && used + r.length > REPLY_RECORD_BYTES) {
+          if (used > 0 && used + replyBytes(n + lines + 1, end - start) > REPLY_RECORD_BYTES) {
             if (!send(seq, data.subarray(first))) return
             first = start
           }
-          add(r)
+          add(data, start, end)
           start = lineNext(start, end)
         }
         if (!send(seq, data.subarray(first))) return
@@ -137,7 +138,7 @@ function tcpEcho(re: RoutingEngine, o: EchoOptions): Promise<void> | void {
       if (sock.peerEnded) {
         // End of stream: a last line without its newline is answered too, then we close.
         if (data.length) {
-          add(reply(n + 1, data))
+          add(data, 0, data.length)
           if (!send(seq, data)) return
         }
         sock.close()

@@ -23,22 +23,36 @@ export function digits(n: number): number {
 
 let scratch = new Uint8Array(MAX_LINE_BYTES + 32)
 
+/** Bytes of the reply "<n> " + a body of `body` bytes (+ "\n" for a stream reply). */
+export function replyBytes(n: number, body: number, newline = true): number {
+  return digits(n) + 1 + body + (newline ? 1 : 0)
+}
+
+/**
+ * Writes "<n> " + src[from, to) (+ "\n") into `out` at `at`, which must have replyBytes() of room;
+ * returns where it ends. A server batching its replies builds them in place, copying each body once.
+ */
+export function replyInto(out: Uint8Array, at: number, n: number, src: Uint8Array, from: number, to: number, newline = true): number {
+  const d = digits(n)
+  for (let i = at + d - 1, v = n; i >= at; i--, v = Math.floor(v / 10)) out[i] = 0x30 + (v % 10)
+  out[at + d] = SPACE
+  const body = to - from
+  const b = at + d + 1
+  if (body <= 16) for (let i = 0; i < body; i++) out[b + i] = src[from + i]
+  else out.set(src.subarray(from, to), b)
+  if (!newline) return b + body
+  out[b + body] = NEWLINE
+  return b + body + 1
+}
+
 /**
  * "<n> " + body (+ "\n" for a stream reply), body being src[from, to), built in a buffer that the
  * next call reuses: hand it to write() (which copies it) before building another.
  */
 export function reply(n: number, src: Uint8Array, from = 0, to = src.length, newline = true): Uint8Array {
-  const d = digits(n)
-  const body = to - from
-  const len = d + 1 + body + (newline ? 1 : 0)
+  const len = replyBytes(n, to - from, newline)
   if (len > scratch.length) scratch = new Uint8Array(len)
-  const out = scratch
-  for (let i = d - 1, v = n; i >= 0; i--, v = Math.floor(v / 10)) out[i] = 0x30 + (v % 10)
-  out[d] = SPACE
-  if (body <= 16) for (let i = 0; i < body; i++) out[d + 1 + i] = src[from + i]
-  else out.set(src.subarray(from, to), d + 1)
-  if (newline) out[len - 1] = NEWLINE
-  return out.subarray(0, len)
+  return scratch.subarray(0, replyInto(scratch, 0, n, src, from, to, newline))
 }
 
 /** Received stream bytes that stream reply number `n` (of `length` bytes) answered. */

@@ -3,7 +3,7 @@
 // pieces) and wherever the stream is split; and reply() / replyNumber() round-trip.
 
 import { describe, expect, it } from 'vitest'
-import { MAX_LINE_BYTES, consumedBy, digits, lineEnd, lineNext, reply, replyNumber } from '../../examples/echo/lines.ts'
+import { MAX_LINE_BYTES, consumedBy, digits, lineEnd, lineNext, reply, replyBytes, replyInto, replyNumber } from '../../examples/echo/lines.ts'
 import { prng } from './harness.ts'
 
 /** The primary's loop over a stream delivered in `chunks`: replies, and bytes consumed. */
@@ -37,6 +37,22 @@ describe('echo lines', () => {
     }
     expect(replyNumber(new TextEncoder().encode('12x'))).toBe(-1)
     expect(replyNumber(new TextEncoder().encode(' 1'))).toBe(-1)
+  })
+
+  it('replyInto writes exactly replyBytes() bytes in place, the same as reply(), and nothing around them', () => {
+    const src = new TextEncoder().encode('..a body of some length, longer than sixteen..')
+    for (const n of [1, 10, 999, 123456]) {
+      for (const [from, to] of [[2, 3], [2, 20], [0, src.length]]) {
+        for (const newline of [true, false]) {
+          const out = new Uint8Array(200).fill(0xee)
+          const end = replyInto(out, 7, n, src, from, to, newline)
+          expect(end - 7).toBe(replyBytes(n, to - from, newline))
+          expect(out.subarray(7, end)).toEqual(reply(n, src, from, to, newline))
+          expect(out[6]).toBe(0xee)
+          expect(out[end]).toBe(0xee)
+        }
+      }
+    }
   })
 
   it('a line of MAX_LINE_BYTES or more comes back in pieces of exactly MAX_LINE_BYTES', () => {
