@@ -250,18 +250,23 @@ describe('Ring close', () => {
 })
 
 describe('Ring fence', () => {
-  it('holds at once between tasks: later commits are dropped, earlier ones stay readable', () => {
+  // A task ends with the microtask that flushes this thread's rings: `await endOfTask()`.
+  const endOfTask = async (): Promise<void> => {
+    for (let i = 0; i < 4; i++) await null
+  }
+
+  it('holds at once between tasks: later commits are dropped, earlier ones stay readable', async () => {
     const producer = Ring.create(4096)
     const consumer = Ring.attach(producer.sab, 0)
     expect(producer.send(payload(10, 1))).toBe(RingResult.OK)
-    flushRings() // the task that committed it ends
+    await endOfTask() // the task that committed it ends
     expect(consumer.fence()).toBe(true)
     // The producer, still running: a reservation fails, and a frame reserved before the fence is dropped at commit.
     expect(producer.reserve(8)).toBe(RingResult.CLOSED)
     expect(drainAll(consumer).map((f) => f.data.length)).toEqual([10])
   })
 
-  it('waits for a task that is committing, and takes all of that task', () => {
+  it('waits for a task that is committing, and takes all of that task', async () => {
     const producer = Ring.create(4096)
     const consumer = Ring.attach(producer.sab, 0)
     const off = producer.reserve(16) // reserved before the fence, committed after it in the same task
@@ -269,22 +274,24 @@ describe('Ring fence', () => {
     expect(consumer.fence()).toBe(false)
     expect(consumer.fenced()).toBe(false)
     expect(off).toBeGreaterThanOrEqual(0)
-    flushRings() // the task ends: its frames are committed
+    flushRings() // a publish in the middle of the task does not end it
+    expect(consumer.fenced()).toBe(false)
+    await endOfTask() // the task ends: its frames are committed
     expect(consumer.fenced()).toBe(true)
-    expect(consumer.recoverCommitted()).toBe(0) // flushRings published them
+    expect(consumer.recoverCommitted()).toBe(0) // the end-of-task flush published them
     expect(drainAll(consumer).map((f) => f.data.length)).toEqual([10])
     // The next task's first commit sees the fence.
     const late = producer.reserve(8)
     expect(late).toBe(RingResult.CLOSED)
   })
 
-  it('drops a frame reserved before the fence and committed in a later task', () => {
+  it('drops a frame reserved before the fence and committed in a later task', async () => {
     const producer = Ring.create(4096)
     const consumer = Ring.attach(producer.sab, 0)
     expect(producer.reserve(24)).toBeGreaterThanOrEqual(0)
     expect(consumer.fence()).toBe(true)
     producer.commit()
-    flushRings()
+    await endOfTask()
     expect(consumer.recoverCommitted()).toBe(0)
     expect(drainAll(consumer)).toEqual([])
   })
