@@ -29,6 +29,7 @@ function answer(chunks: Uint8Array[]): { replies: Uint8Array[]; consumed: number
 
 describe('echo lines', () => {
   it('digits, reply and replyNumber agree', () => {
+    for (let n = 1; n < 2 ** 53; n = n * 10) for (const m of [n - 1, n, n + 1, 2 * n - 1]) if (m > 0) expect(digits(m), String(m)).toBe(String(m).length)
     for (const n of [1, 9, 10, 99, 100, 12345, 2 ** 32 - 1]) {
       expect(digits(n)).toBe(String(n).length)
       const r = reply(n, new TextEncoder().encode('x y'))
