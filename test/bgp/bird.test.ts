@@ -213,9 +213,10 @@ describe.skipIf(missing.length > 0)('interop with BIRD 2 through failovers', () 
     // timer (9 s) must not run out before the takeover's KEEPALIVE.
     await until(() => chassis.isReady() && !!chassis.secondary && synced.has(chassis.secondary.id), 'secondary in sync before the slow takeover')
     const auditsBefore = audits.length
-    const killing = chassis.kill('primary')
+    // The hang goes first: the kill no longer waits for the dying thread (its rings are fenced),
+    // so a hang sent after it reached the secondary behind the promotion.
     chassis.hang('secondary', 3000)
-    await killing
+    await chassis.kill('primary')
     await until(() => audits.length > auditsBefore, 'the slow takeover and its FIB audit')
     expect(chassis.failovers.at(-1)!.takeoverMs).toBeGreaterThan(2000)
     expect(bird.protocol()).toEqual(first)
