@@ -140,6 +140,7 @@ export class Chassis extends EventEmitter {
   private supervisor: ReturnType<typeof setInterval> | null = null
   private failing: Promise<void> | null = null
   private lastSupervise = performance.now()
+  /** How long the last retire() waited before handling the loss (its fences, or the thread's end). */
   lastTerminateMs = 0
   lastDrained = 0
   private readyWaiters: Array<() => void> = []

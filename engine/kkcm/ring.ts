@@ -50,9 +50,9 @@
 // more; waiting for its exit before draining its rings was most of a killed primary's takeover as
 // a client saw it. fence() lets the consumer stop it sooner: it closes the ring, then reads
 // COMMITTING, which the producer sets (Atomics) before the first commit of a task, re-checking
-// CLOSED right after, and clears once the task's frames are committed (the end-of-task flush). Dekker's rule:
-// either the producer sees CLOSED and commits nothing more, or the consumer sees COMMITTING and
-// waits (fenced() polls) for the task to end. Once fenced, COMMITTED is final: recoverCommitted()
+// CLOSED right after, and clears once the task's frames are committed (the end-of-task flush).
+// Dekker's rule: either the producer sees CLOSED and commits nothing more, or the consumer sees
+// COMMITTING and waits (fenced() polls) for the task to end. Once fenced, COMMITTED is final: recoverCommitted()
 // and drain() then take exactly what the producer will ever have committed. Cost: two Atomics
 // stores and a load per ring per task that commits, not per frame.
 //

@@ -296,7 +296,16 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
       rcvOffset: sock.rcvOffset,
       rcvReadOffset: sock.rcvOffset - sock.rcv.bytes,
     }
-    if (sock.appState) p.app = sock.appState()
+    if (sock.appState) {
+      // The application's callback: one that throws is reported and leaves `app` out, never
+      // breaks the handshake (the secondary application sees no state, as with none set).
+      try {
+        p.app = sock.appState()
+      } catch (err) {
+        this.counters.appStateErrors++
+        this.emit('error', err)
+      }
+    }
     return pack(p)
   }
 
@@ -680,13 +689,10 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   /**
    * Becomes the primary. The caller has drained every message the old primary left in the KKCM.
    * Each complete snoop pair merges into a live socket (seed 7.4 A) that resumes transmission right
-   * after the last record the chassis accepted. Returns the handles adopted and those lost.
-   */
-  /**
-   * Makes this secondary the primary: merges every complete snoop pair into a live socket and
-   * resumes its transmission, then runs `beforeMastership` (the rest of the promotion that the app
-   * may need, such as the new FIB client), then emits 'mastership'. Sockets go first: takeover time
-   * runs from the old primary's death to the first record at the transport.
+   * after the last record the chassis accepted; then `beforeMastership` runs (the rest of the
+   * promotion that the app may need, such as the new FIB client), then 'mastership' is emitted.
+   * Sockets go first: takeover time runs from the old primary's death to the first record at the
+   * transport. Returns the handles adopted and those lost.
    */
   promote(info: PromoteInfo, beforeMastership?: () => void): { adopted: number[]; lost: number[]; uncharged: Record<number, number> } {
     if (this.role !== 'secondary') throw new NsrError('EINVAL', `RE ${this.id} is already primary`)

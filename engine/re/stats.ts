@@ -30,6 +30,8 @@ export function newReCounters() {
     /** Secondary: frames of a handshake it had refused with INIT_NAK, dropped (RefusedHandshakes). */
     initDroppedAfterNak: 0,
     hookErrors: 0,
+    /** Primary: a socket's appState() threw when a handshake snapshotted it (reported as 'error'). */
+    appStateErrors: 0,
   }
 }
 

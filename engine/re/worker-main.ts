@@ -171,8 +171,8 @@ function runActive(wd: ReWorkerData): ReControl {
     }
     const t1 = performance.now()
     // The new primary's KSync client re-syncs the chassis FIB under the audit begun for this
-    // failover. It is made once the sockets have resumed, before the app hears mastership: a client
-    // allocates its index tables (megabytes), which took 0.7-4.8 ms ahead of the first record.
+    // failover. It is made once the sockets have resumed, before the app hears mastership: making it
+    // (its index tables, its code's first run in this worker) took 0.7-4.8 ms ahead of the first record.
     const r = re.promote(info, () => ksync.promoting((info as PromoteInfo & { ksync?: { epoch: number } }).ksync))
     return { ...r, at, ms: performance.now() - t0, drainMs: t1 - t0, drained, mergeMs: re.lastPromoteTrace.mergeMs, appMs: re.lastPromoteTrace.appMs }
   }

@@ -279,6 +279,18 @@ describe('init handshake, transition by transition', () => {
     const other = (await duo.connect()).sock
     await duo.replicate(other)
     expect(duo.pair(other.handle)!.params!.app).toBeUndefined()
+    // A callback that throws is reported; the handshake goes on without the state.
+    const errors: unknown[] = []
+    duo.p.on('error', (e) => errors.push(e))
+    const third = (await duo.connect()).sock
+    third.appState = () => {
+      throw new Error('app bug')
+    }
+    await duo.replicate(third)
+    expect(duo.pair(third.handle)!.params!.app).toBeUndefined()
+    expect(duo.pair(third.handle)!.functional).toBe(true)
+    expect(duo.p.counters.appStateErrors).toBe(1)
+    expect(errors.map((e) => (e as Error).message)).toEqual(['app bug'])
   })
 
   it('split() on the primary and replicate() on the secondary are refused with EINVAL', async () => {
