@@ -69,9 +69,11 @@ describe(`failover with real workers (seed ${SEED}; replay: FAILOVER_SEED=${SEED
     expect(check.next).toBeGreaterThanOrEqual(target)
     expect(check.lastLine).toBe(lines.sent)
     expect(chassis.failovers.length).toBe(KILLS)
-    // Most kills are handled once the dying primary's rings are fenced, before its thread has
-    // ended (chassis retire()): the byte-exact checks above cover that path, not only the other.
-    expect(chassis.counters.fencedRetires).toBeGreaterThan(KILLS / 4)
+    // Kills are handled once the dying primary's rings are fenced, before its thread has ended
+    // (chassis retire()), unless it was stopped mid-task: the byte-exact checks above cover both
+    // paths. How many take which depends on the load (8 of 10 in a quiet trace, 46 of 200 in a
+    // loaded CI run); that some take the fenced one does not.
+    expect(chassis.counters.fencedRetires).toBeGreaterThan(0)
     const s = await chassis.stats()
     expect(s.chassis.counters.txDuplicates).toBe(0)
     expect(s.chassis.counters.txGaps).toBe(0)
