@@ -32,14 +32,22 @@ function received(bytes: Uint8Array[]): number[] {
   return out
 }
 
+/**
+ * A replicated socket whose secondary holds at most 1000 snoop bytes (ten records), and a count of
+ * its 'writable' events.
+ */
+async function smallWindow() {
+  const duo = new Duo({ limits: { maxRecordBytes: RECORD_BYTES, sndbufBytes: 2000, sndLowatBytes: 200 }, re: { snoopBufBytes: 1000 } })
+  const { sock, peer } = await duo.connect()
+  await duo.replicate(sock)
+  const events = { writable: 0 }
+  sock.on('writable', () => events.writable++)
+  return { duo, sock, peer, pair: duo.pair(sock.handle)!, events }
+}
+
 describe('flow control', () => {
   it("a stalled secondary application stalls the primary's writes with EAGAIN; reading resumes them with 'writable'", async () => {
-    const duo = new Duo({ limits: { maxRecordBytes: RECORD_BYTES, sndbufBytes: 2000, sndLowatBytes: 200 }, re: { snoopBufBytes: 1000 } })
-    const { sock, peer } = await duo.connect()
-    await duo.replicate(sock)
-    const pair = duo.pair(sock.handle)!
-    let writable = 0
-    sock.on('writable', () => writable++)
+    const { duo, sock, peer, pair, events } = await smallWindow()
     // The secondary application reads nothing: every record stays in its send snoop.
     let next = 0
     for (let round = 0; round < 20; round++) {
@@ -48,13 +56,13 @@ describe('flow control', () => {
       expect(r.err.code).toBe('EAGAIN')
       await duo.run()
     }
-    expect(writable).toBe(0)
+    expect(events.writable).toBe(0)
     expect(pair.send.queue.bytes).toBeLessThanOrEqual(1000)
     expect(received(peer.received)).toEqual([...Array(next).keys()])
     // The application reads: the window reopens, the primary hears it (FLOWCTL) and says 'writable'.
     while (pair.send.read());
     await duo.run()
-    expect(writable).toBe(1)
+    expect(events.writable).toBe(1)
     const r = writeUntilRefused(sock, next)
     expect(r.next).toBeGreaterThan(next)
     await duo.run()
@@ -63,15 +71,10 @@ describe('flow control', () => {
   })
 
   it('a window that reopens while the KKCM to the primary is full is advertised once the ring has room', async () => {
-    const duo = new Duo({ limits: { maxRecordBytes: RECORD_BYTES, sndbufBytes: 2000, sndLowatBytes: 200 }, re: { snoopBufBytes: 1000 } })
-    const { sock, peer } = await duo.connect()
-    await duo.replicate(sock)
-    const pair = duo.pair(sock.handle)!
-    let writable = 0
-    sock.on('writable', () => writable++)
+    const { duo, sock, peer, pair, events } = await smallWindow()
     const { next } = writeUntilRefused(sock, 0)
     await duo.run()
-    expect(writable).toBe(0)
+    expect(events.writable).toBe(0)
     // The ring from the secondary to the primary is full (keepalives fill it) when the app reads.
     const keepalive = encodeFrame(MsgType.KEEPALIVE, 0, 0, 0, 0, 0)
     while (duo.sp.inject(keepalive));
@@ -81,7 +84,7 @@ describe('flow control', () => {
     // Nothing else will make the secondary speak: no records flow, every TXDONE came already.
     await duo.run()
     expect(duo.s.stats().counters.flowctlSent).toBe(sentBefore + 1)
-    expect(writable).toBe(1)
+    expect(events.writable).toBe(1)
     const r = writeUntilRefused(sock, next)
     await duo.run()
     expect(received(peer.received)).toEqual([...Array(r.next).keys()])
