@@ -45,14 +45,6 @@ interface Chunk {
   room?: Uint8Array
 }
 
-/**
- * A received stream chunk is joined to the queued one before it while neither RE has been given
- * that one yet, up to this many bytes (and a quarter of the RE window). A peer writing single lines
- * made one chunk each, and a backlog of them (an RE stalled, as at a takeover) went out as tens of
- * thousands of tiny RX frames in one go: a takeover trace showed the host thread busy 35 ms so.
- */
-export const RX_JOIN_BYTES = 16 * 1024
-
 export interface Conn {
   handle: number
   kind: 'tcp' | 'udp' | 'listen'
@@ -110,12 +102,16 @@ export interface ChassisLimits {
   // or in the transport; twice the default send buffer, so that a full buffer of unacked records
   // leaves as much again for the transport (at 1 MiB, records queued in the primary, copied).
   txWindowBytes: number
+  // per connection: the largest stream chunk join() makes of received chunks no RE has yet (at most a
+  // quarter of rxWindowBytes; 0: never join). Links must carry RX frames this big.
+  rxJoinBytes: number
 }
 
 export const defaultChassisLimits: ChassisLimits = {
   rxWindowBytes: 256 * 1024,
   rxQueueBytes: 256 * 1024,
   txWindowBytes: 2 * 1024 * 1024,
+  rxJoinBytes: 16 * 1024,
 }
 
 interface ReSlot {
@@ -573,8 +569,10 @@ export class ChassisCore {
 
   /**
    * Appends stream bytes to the last queued chunk when no RE has it yet (chunk numbers are fixed
-   * before any delivery, so both REs see the same chunks) and the two fit in RX_JOIN_BYTES and in a
-   * quarter of the RE window.
+   * before any delivery, so both REs see the same chunks) and the two fit in rxJoinBytes and in a
+   * quarter of the RE window. A peer writing single lines made one chunk each, and a backlog of them
+   * (an RE stalled, as at a takeover) went out as tens of thousands of tiny RX frames in one go: a
+   * takeover trace showed the host thread busy 35 ms so.
    */
   private join(c: Conn, data: Uint8Array, addr: Addr | null, flags: number): boolean {
     const q = c.q
@@ -583,7 +581,7 @@ export class ChassisCore {
     const len = last.data.length
     const n = data.length
     // A quarter of the window at most: a joined chunk never waits for an almost empty window.
-    const cap = Math.min(RX_JOIN_BYTES, this.limits.rxWindowBytes >>> 2)
+    const cap = Math.min(this.limits.rxJoinBytes, this.limits.rxWindowBytes >>> 2)
     if (n === 0 || len === 0 || len + n > cap) return false
     const idx = c.qBase + q.length - 1
     if (idx < c.priIdx || idx < c.secIdx) return false // an RE has it (or is past it)

@@ -13,7 +13,7 @@ import { seqAdd } from '../../engine/protocol/header.ts'
 import type { SrPrimary } from '../../engine/sdrl/primary.ts'
 import type { SnoopPair, SocketParams } from '../../engine/sdrl/secondary.ts'
 import type { Socket } from '../../engine/socket/socket.ts'
-import { makeRecord, readChunk, readRecord, type ChunkId } from './content.ts'
+import { makeRecord, readChunk, readChunks, readRecord, type ChunkId } from './content.ts'
 import type { ReNode, Truth } from './node.ts'
 import type { World } from './world.ts'
 
@@ -205,12 +205,15 @@ export class App {
   private checkChunk(truth: Truth | null, cur: RxCursor, data: Uint8Array, addr: { port: number } | null, where: string): void {
     const w = this.world
     if (!truth) return w.violation(`${where}: data on a socket with no peer`)
-    const c = readChunk(data)
-    if (typeof c === 'string') return w.violation(`${where}: ${c}`)
-    if (c.peer !== truth.id) return w.violation(`${where}: chunk of peer ${c.peer} on the connection of peer ${truth.id}`)
-    if (truth.kind === 'udp' && addr?.port !== truth.udpPeerAddr!.port) return w.violation(`${where}: datagram from ${JSON.stringify(addr)}`)
-    const why = advanceRx(cur, c, truth.kind === 'udp')
-    if (why) w.violation(`${where}: ${why}`)
+    // A datagram is one write; a stream read may be several, joined.
+    const cs = truth.kind === 'udp' ? readChunk(data) : readChunks(data)
+    if (typeof cs === 'string') return w.violation(`${where}: ${cs}`)
+    for (const c of Array.isArray(cs) ? cs : [cs]) {
+      if (c.peer !== truth.id) return w.violation(`${where}: chunk of peer ${c.peer} on the connection of peer ${truth.id}`)
+      if (truth.kind === 'udp' && addr?.port !== truth.udpPeerAddr!.port) return w.violation(`${where}: datagram from ${JSON.stringify(addr)}`)
+      const why = advanceRx(cur, c, truth.kind === 'udp')
+      if (why) return w.violation(`${where}: ${why}`)
+    }
   }
 
   replicate(as: AppSock): void {

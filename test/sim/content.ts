@@ -61,6 +61,26 @@ export interface ChunkId {
   length: number
 }
 
+/**
+ * The peer's writes a stream read holds, in order. A read is whole writes joined: the memory
+ * transport hands over what is waiting like a TCP receive, and the chassis joins queued chunks no
+ * RE has yet; neither ever splits a write (their tests check that).
+ */
+export function readChunks(data: Uint8Array): ChunkId[] | string {
+  const out: ChunkId[] = []
+  for (let at = 0; at < data.length; ) {
+    if (data.length - at < CHUNK_HEADER_BYTES) return `${data.length - at} bytes at ${at} of a read are shorter than a chunk header`
+    const len = new DataView(data.buffer, data.byteOffset + at, CHUNK_HEADER_BYTES).getUint16(6, true)
+    if (len < CHUNK_HEADER_BYTES || at + len > data.length) return `chunk at ${at} of a ${data.length}-byte read says ${len} bytes`
+    const c = readChunk(data.subarray(at, at + len))
+    if (typeof c === 'string') return c
+    out.push(c)
+    at += len
+  }
+  if (out.length === 0) return 'an empty read'
+  return out
+}
+
 export function readChunk(data: Uint8Array): ChunkId | string {
   if (data.length < CHUNK_HEADER_BYTES) return `chunk of ${data.length} bytes is shorter than its header`
   const dv = new DataView(data.buffer, data.byteOffset, data.byteLength)

@@ -34,7 +34,9 @@ export function randomConfig(rng: Prng): SimConfig {
   const cfg: SimConfig = {
     linkBytes: rng.pick([2 * (Math.max(maxRecordBytes, maxChunkBytes) + 128), 4096, 8192, 65536]),
     limits: { maxRecordBytes, sndbufBytes, sndLowatBytes: Math.max(maxRecordBytes, sndbufBytes >>> 2), rcvbufBytes: rng.pick([1024, 4096]) },
-    chassis: { rxWindowBytes: rng.pick([1024, 4096]), rxQueueBytes: rng.pick([2048, 8192]), txWindowBytes: rng.pick([maxRecordBytes, 4096, 65536]) },
+    // Joined RX chunks no bigger than a peer's write: the links are sized for those (no draw, so
+    // every seed keeps its schedule).
+    chassis: { rxWindowBytes: rng.pick([1024, 4096]), rxQueueBytes: rng.pick([2048, 8192]), txWindowBytes: rng.pick([maxRecordBytes, 4096, 65536]), rxJoinBytes: maxChunkBytes },
     snoopBufBytes: maxRecordBytes * rng.pick([1, 2, 8]),
     congestionBytes: rng.chance(0.2) ? maxRecordBytes * rng.pick([2, 4]) : 1 << 30,
     ackTimeoutMs: rng.pick([60, 120, 400, 2000]),

@@ -1,9 +1,9 @@
 // The chassis joins a peer's small stream chunks while no RE has been given them yet (core.ts,
-// join()). A backlog of single lines then reaches an RE as a few large RX frames instead of one frame
+// join(), up to rxJoinBytes). A backlog of single lines then reaches an RE as a few large RX frames instead of one frame
 // per line (tens of thousands of them held the host thread for 25-110 ms at a takeover), and both
 // REs still see exactly the same chunks, numbered alike, with the same bytes.
 import { expect, it } from 'vitest'
-import { RX_JOIN_BYTES } from '../../engine/chassis/core.ts'
+import { defaultChassisLimits } from '../../engine/chassis/core.ts'
 import { MsgType, type Header } from '../../engine/protocol/header.ts'
 import { Duo } from '../sdrl/duo.ts'
 
@@ -62,7 +62,7 @@ it('joins a backlog of tiny chunks into few RX frames, the same chunks to both R
   // Numbered from where the stream stood, without a hole.
   for (let i = 1; i < toP.length; i++) expect(toP[i].seq).toBe(toP[i - 1].seq + 1)
   // Only the eager lines and what fit in a window went out line by line; the rest was joined, none beyond the cap.
-  const cap = Math.min(RX_JOIN_BYTES, WINDOW / 4)
+  const cap = Math.min(defaultChassisLimits.rxJoinBytes, WINDOW / 4)
   expect(toP.length).toBeLessThan(EAGER + Math.ceil(WINDOW / 3) + Math.ceil((3 * LINES) / cap) + 16)
   for (const f of toP) expect(f.bytes.length).toBeLessThanOrEqual(cap)
   expect(d.core.counters.rxJoined).toBeGreaterThan(LINES - EAGER - WINDOW / 3 - Math.ceil((3 * LINES) / cap) - 16)
