@@ -112,6 +112,9 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
   private readonly slab = new Slab()
   private readonly span: DataSpan = { addr: null, start: 0, end: 0 }
   private readonly replicateWanted = new Set<number>()
+  /** Sockets whose TX_RELEASE waits for room on the chassis link (their next handshake waits for it). */
+  private readonly releasesOwed = new Set<Socket>()
+  private releaseWaiting = false
   /** The snoop pairs' handshakes, acks, flow control and held bytes (secondary-side.ts). */
   private readonly secondary: SecondarySide
   private lastSyncReport = ''
@@ -225,10 +228,33 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
     return this.chassis.send(MsgType.TX, flags, sock.handle, seq, 0, 0, data, flags & Flag.DATAGRAM ? addr : null)
   }
 
-  /** Replication is off on `sock`: every record the chassis holds for it may go (retried until sent). */
+  /** Replication is off on `sock`: every record the chassis holds for it may go (owed until sent). */
   releaseHeld(sock: Socket): void {
     if (this.role !== 'primary') return
-    if (!this.chassis.send(MsgType.TX_RELEASE, 0, sock.handle, sock.txSeq, 0, 0, null)) this.chassis.whenRoom(() => this.releaseHeld(sock))
+    this.releasesOwed.add(sock)
+    this.flushReleases()
+  }
+
+  releaseOwed(sock: Socket): boolean {
+    return this.releasesOwed.has(sock)
+  }
+
+  private flushReleases(): void {
+    for (const sock of this.releasesOwed) {
+      // txSeq as of now is right: no record leaves held while this is owed (no handshake goes out).
+      if (!this.chassis.send(MsgType.TX_RELEASE, 0, sock.handle, sock.txSeq, 0, 0, null)) {
+        if (!this.releaseWaiting) {
+          this.releaseWaiting = true
+          this.chassis.whenRoom(() => {
+            this.releaseWaiting = false
+            this.flushReleases()
+          })
+        }
+        return
+      }
+      this.releasesOwed.delete(sock)
+      ;(sock.sr as SrPrimary | null)?.released()
+    }
   }
 
   retryTransmit(sock: Socket): void {

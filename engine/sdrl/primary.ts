@@ -55,7 +55,9 @@
 // chassis has every record the secondary has, so REPLICATE's `ack` field (the last record the
 // chassis has) lets the secondary drop its copy at once; after a takeover the new primary tells
 // the chassis where its history ends, and held records beyond it are dropped (core.ts). When
-// replication fails or is torn down, a TX_RELEASE from here lets every held record go.
+// replication fails or is torn down, a TX_RELEASE from here lets every held record go; one that
+// waits for room on the chassis link holds back the next round's handshake, or it would go out
+// while that round is functional and let go records held for its secondary.
 //
 // Acks (the seed leaves cumulative acking open; the rule here): the secondary acks cumulatively
 // (highest in-order seq) once per drained batch per socket, and at once for a REPLICATE flagged
@@ -93,6 +95,8 @@ export interface PrimaryHost {
   prl(sock: Socket, op: 'hold' | 'release' | 'off'): void
   /** Tells the chassis that every record it holds on this socket may reach the transport. */
   releaseHeld(sock: Socket): void
+  /** True while that TX_RELEASE waits for room on the chassis link. */
+  releaseOwed(sock: Socket): boolean
   readonly counters: { rejected: number; ackTimeouts: number; initTimeouts: number; initRetries: number }
 }
 
@@ -575,8 +579,14 @@ export class SrPrimary implements SendGate {
     this.flushOutbox()
   }
 
+  /** The TX_RELEASE this socket owed the chassis went out: a handshake waiting for it may go. */
+  released(): void {
+    this.flushOutbox()
+  }
+
   private flushOutbox(): void {
     if (this.stopOwed) return // the previous round's UNREPLICATE goes first
+    if (this.host.releaseOwed(this.sock)) return // and its TX_RELEASE (see the file comment)
     while (this.outbox.length) {
       if (!this.outbox[0]()) {
         this.host.counters.initRetries++

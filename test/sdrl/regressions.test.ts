@@ -266,6 +266,34 @@ describe('regressions', () => {
     expect(() => sock.write(enc('ok'))).not.toThrow()
   })
 
+  it("a failed round's TX_RELEASE that waits for chassis room goes out before the next round is functional", async () => {
+    // Simulation seed 3211892687: the release waited for room while the next round's handshake ran,
+    // then went out with the socket functional again (the check: only a round that is off releases).
+    const duo = new Duo()
+    const { sock, peer } = await duo.connect()
+    await duo.replicate(sock)
+    const functionalAtRelease: boolean[] = []
+    duo.pc.onSend = (h) => {
+      if (h.type === MsgType.TX_RELEASE) functionalAtRelease.push(duo.sr(sock).functional)
+    }
+    while (duo.ps.inject(new Uint8Array(0)) || false); // the UNREPLICATE must wait
+    duo.sr(sock).fail('test')
+    const again = sock.replicate()
+    await duo.chassisRound() // held: the new round's handshake waits behind the UNREPLICATE
+    while (duo.pc.inject(new Uint8Array(0)) || false); // the TX_RELEASE will wait too
+    for (let i = 0; i < 8; i++) {
+      await duo.deliver(duo.ps) // the UNREPLICATE goes, then the handshake could
+      await duo.deliver(duo.sp)
+    }
+    expect(duo.sr(sock).functional).toBe(false) // no init frame went out before the release
+    await duo.run()
+    await again
+    expect(functionalAtRelease).toEqual([false])
+    sock.write(enc('after'))
+    await duo.run()
+    expect(Buffer.concat(peer.received).toString()).toBe('after')
+  })
+
   it('a stray INIT_NAK or INIT_PARAMS cannot undo functional replication', async () => {
     const duo = new Duo()
     const { sock } = await duo.connect()
