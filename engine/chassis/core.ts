@@ -654,7 +654,9 @@ export class ChassisCore {
     while (i < to) {
       const ch = c.q[i - c.qBase]
       const n = ch.data.length
-      if (n > 0 && c[out] + n > this.limits.rxWindowBytes) break
+      // A chunk larger than the whole window goes once the window is empty: it would never go
+      // otherwise (a window set below the transport's read size, 64 KiB for TCP, hung the stream).
+      if (n > 0 && c[out] > 0 && c[out] + n > this.limits.rxWindowBytes) break
       const flags = ch.flags | (ch.addr ? Flag.DATAGRAM : 0)
       // seq: the chunk's number on this connection from 1, the RE's rcvSeq once delivered; a snoop
       // pair drops copies from an earlier replication round by it.

@@ -91,3 +91,25 @@ it('keeps the end-of-stream marker a chunk of its own', async () => {
   expect(toP.slice(0, -1).reduce((n, f) => n + f.bytes.length, 0)).toBe(160)
   expect(toP.length).toBeLessThan(30)
 })
+
+it('delivers a chunk larger than the whole RE window once the window is empty', async () => {
+  // A window below the transport's read size (64 KiB for TCP): such a chunk used to wait forever.
+  const d = new Duo({ chassis: { rxWindowBytes: 256, rxQueueBytes: 1 << 20 } })
+  const { sock, peer } = await d.connect()
+  await d.replicate(sock)
+  const big = new Uint8Array(1000).map((_, i) => i & 255)
+  peer.write(new Uint8Array([1, 2, 3]))
+  peer.write(big)
+  peer.write(new Uint8Array([4]))
+  const gotP: number[] = []
+  const gotS: number[] = []
+  for (let round = 0; round < 20 && (gotP.length < 1004 || gotS.length < 1004); round++) {
+    await d.run()
+    for (let r = sock.read(); r; r = sock.read()) gotP.push(...r.data)
+    for (let r = d.pair(sock.handle)!.recv.read(); r; r = d.pair(sock.handle)!.recv.read()) gotS.push(...r.data)
+    await d.run()
+  }
+  const want = [1, 2, 3, ...big, 4]
+  expect(gotP).toEqual(want)
+  expect(gotS).toEqual(want)
+})
