@@ -73,6 +73,8 @@ interface ReSlotState {
   peerOut: Ring | null
   alive: boolean
   dying: boolean
+  /** When the chassis began retiring it (retire()), or 0: a takeover's time runs from there. */
+  retiredAt: number
   gen: number
   lastBeat: number
   /** Heartbeat silence accumulated by the supervisor (see supervise()). */
@@ -83,6 +85,11 @@ export interface FailoverEvent {
   reason: string
   from: string
   to: string
+  /**
+   * From the primary's death to the first record of the new primary at the transport (or to the end
+   * of the promotion when it had nothing to send). Death: the chassis retiring it (a kill, a hang,
+   * keepalive silence), so waiting for a thread that could not be fenced counts; or its exit.
+   */
   takeoverMs: number
   /** Until the new primary finished promoting (its application's mastership handlers included). */
   promoteMs: number
@@ -242,6 +249,7 @@ export class Chassis extends EventEmitter {
       peerOut: peerSab ? peerRingOf(peerSab, peerSide) : null,
       alive: true,
       dying: false,
+      retiredAt: 0,
       gen: 0,
       lastBeat: 0,
       silentMs: 0,
@@ -341,6 +349,7 @@ export class Chassis extends EventEmitter {
     if (!st.alive || st.dying) return
     st.dying = true
     const t = performance.now()
+    st.retiredAt = t
     const terminated = st.worker.terminate()
     const rings = st.peerOut ? [st.peerOut, st.chassisEp.rx] : [st.chassisEp.rx]
     let gone = false
@@ -383,7 +392,7 @@ export class Chassis extends EventEmitter {
   }
 
   private async primaryLost(dead: ReSlotState, reason: string): Promise<void> {
-    const t0 = performance.now()
+    const t0 = dead.retiredAt || performance.now()
     // Every frame the dead primary committed is taken, published or not: a thread publishes its
     // rings one after another, so it can die with a REPLICATE visible to the secondary and the TX
     // committed before it still in its unpublished batch. The chassis must have every record the
@@ -414,8 +423,7 @@ export class Chassis extends EventEmitter {
     this.emit('takeover-trace', { firstTxMs: firstTx ? firstTx - t0 : -1, drained, drainMs: tDrained - t0, callMs: tDone - tCall, deliveryMs, inWorker: r, waitedMs: tCall - tDrained })
     this.primary = next
     this.core.onFirstTxAfterPromotion = null
-    // Takeover: from the primary's death to the first record of the new primary reaching the
-    // transport (or to the end of the promotion when it had nothing to send).
+    // Takeover: see FailoverEvent.
     const takeoverMs = (firstTx || performance.now()) - t0
     const ev: FailoverEvent = { reason, from: dead.id, to: next.id, takeoverMs, promoteMs: performance.now() - t0, adopted: r.adopted.length, lost: r.lost.length }
     this.counters.failovers++
