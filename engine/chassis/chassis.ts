@@ -91,6 +91,8 @@ export interface FailoverEvent {
    * keepalive silence), so waiting for a thread that could not be fenced counts; or its exit.
    */
   takeoverMs: number
+  /** The death, on this thread's performance.now() clock (takeoverMs counts from it). */
+  at: number
   /** Until the new primary finished promoting (its application's mastership handlers included). */
   promoteMs: number
   adopted: number
@@ -255,7 +257,12 @@ export class Chassis extends EventEmitter {
       silentMs: 0,
     }
     worker.on('exit', (code) => this.onExit(st, `exit ${code}`))
-    worker.on('error', (err) => this.emit('re-error', { id, error: String(err) }))
+    worker.on('error', (err) => {
+      this.emit('re-error', { id, error: String(err) })
+      // An uncaught exception: the RE is dying and its rings are abandoned (worker-main.ts). Its
+      // 'exit' comes after the thread's teardown, 20 ms and more later; the takeover need not wait.
+      if (st.alive && !st.dying) void this.retire(st, 'crashed')
+    })
     void pumpRing(
       chassisEp.rx,
       (h, b, o) => this.core.onReMessage(id, h, b, o),
@@ -283,7 +290,11 @@ export class Chassis extends EventEmitter {
     worker.on('exit', () => {
       if (this.spare === spare) this.spare = null
     })
-    worker.on('error', (err) => this.emit('re-error', { id: `spare-${slot}`, error: String(err) }))
+    // While it is a spare only: an activated spare is an RE, whose own listener reports (it was
+    // reported twice, under both names).
+    worker.on('error', (err) => {
+      if (this.spare === spare) this.emit('re-error', { id: `spare-${slot}`, error: String(err) })
+    })
     this.spare = spare
     // Full redundancy again: primary, secondary in sync, and a spare that can take the next failure.
     spare.api.warmed().then(
@@ -425,7 +436,7 @@ export class Chassis extends EventEmitter {
     this.core.onFirstTxAfterPromotion = null
     // Takeover: see FailoverEvent.
     const takeoverMs = (firstTx || performance.now()) - t0
-    const ev: FailoverEvent = { reason, from: dead.id, to: next.id, takeoverMs, promoteMs: performance.now() - t0, adopted: r.adopted.length, lost: r.lost.length }
+    const ev: FailoverEvent = { reason, from: dead.id, to: next.id, takeoverMs, at: t0, promoteMs: performance.now() - t0, adopted: r.adopted.length, lost: r.lost.length }
     this.counters.failovers++
     this.failovers.push(ev)
     this.emit('failover', ev)
@@ -483,6 +494,15 @@ export class Chassis extends EventEmitter {
     const st = which === 'primary' ? this.primary : this.secondary
     if (!st || st.dying) return Promise.resolve()
     return this.retire(st, 'killed')
+  }
+
+  /**
+   * Fault injection: an uncaught exception in the RE. Its 'error' event starts the takeover (reason
+   * 'crashed') without waiting for the thread's 'exit'.
+   */
+  crash(which: 'primary' | 'secondary'): void {
+    const st = which === 'primary' ? this.primary : this.secondary
+    void st?.api.crash().catch(() => {})
   }
 
   /** Fault injection: the RE busy-loops for `ms` (its heartbeat stops; the supervisor replaces it). */

@@ -119,7 +119,9 @@ const noop = (): void => {}
 // Rings of this thread holding committed but unpublished frames. Shared through a registry symbol
 // so that two loaded copies of this module in one thread still flush each other's rings.
 const UNPUBLISHED_KEY = Symbol.for('nsr-engine.kkcm.unpublished')
-const registry = globalThis as { [UNPUBLISHED_KEY]?: { rings: Ring[]; microtaskQueued: boolean; open?: Ring[]; committing?: Ring[] } }
+const registry = globalThis as {
+  [UNPUBLISHED_KEY]?: { rings: Ring[]; microtaskQueued: boolean; open?: Ring[]; committing?: Ring[]; abandoned?: boolean }
+}
 const pending = (registry[UNPUBLISHED_KEY] ??= { rings: [], microtaskQueued: false, open: [], committing: [] })
 pending.open ??= []
 pending.committing ??= []
@@ -143,6 +145,21 @@ function onMicrotask(): void {
   // (see fence()). Ending it at each byte-batch publish cost 16 KiB frames two more Atomics each.
   const committing = pending.committing!
   if (committing.length === 0) return
+  pending.committing = []
+  for (let i = 0; i < committing.length; i++) committing[i].endCommitting()
+}
+
+/**
+ * This thread is dying of an uncaught exception: whatever it would commit from now on is dropped
+ * (an 'exit' listener cannot land a frame), and the COMMITTING marks of the task that threw end now,
+ * which that task, cut short, would never do. A fence on its rings then holds at once, and the
+ * chassis takes over without waiting for the thread's teardown (20 ms and more). Frames committed
+ * before stay committed (recoverCommitted() adopts them); an open frame is lost whole, as when a
+ * thread is terminated.
+ */
+export function abandonRings(): void {
+  pending.abandoned = true
+  const committing = pending.committing!
   pending.committing = []
   for (let i = 0; i < committing.length; i++) committing[i].endCommitting()
 }
@@ -480,6 +497,7 @@ export class Ring {
 
   /** First commit of a task: announces it (COMMITTING), then checks for a fence. False if fenced. */
   private beginCommitting(): boolean {
+    if (pending.abandoned) return false // abandonRings(): this thread is dying
     const ctl = this.ctl
     Atomics.store(ctl, COMMITTING, 1)
     if (Atomics.load(ctl, CLOSED) !== 0) {
