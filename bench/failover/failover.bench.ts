@@ -2,22 +2,30 @@
 //   failover.takeover_ms.p50/.p90/.p99  primary death -> first record of the new primary at the
 //                                    transport, over TAKEOVER_KILLS kills under a two-way stream
 //   failover.takeover.kills_over_5ms how many of those kills took longer than the 5 ms target
+//   failover.crash.takeover_ms.p50/.max  the same for a primary that throws an uncaught exception,
+//                                    from the host's crash() call, over CRASHES crashes
 //   failover.detect_hung_ms.p50      a primary that stops beating (busy loop) -> declared hung, with
 //                                    the default settings (keepalive 50 ms, dead interval 125 ms)
 //   failover.resync_ms.1000_sockets  a fresh secondary attached -> all 1,000 replicated sockets,
 //                                    each holding 16 KiB of unread received data, functional again
-import { Chassis } from '../../engine/index.ts'
+import { Chassis, type FailoverEvent } from '../../engine/index.ts'
 import type { Progress } from '../lib/progress.ts'
 import { percentile, sig } from '../lib/stats.ts'
 
 const TAKEOVER_KILLS = Number(process.env.BENCH_FAILOVER_KILLS ?? 50)
+const CRASHES = 20
 const HANGS = 5
 const SOCKETS = 1000
 const PREEXISTING_BYTES = 16 * 1024
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-async function takeover(progress: Progress): Promise<number[]> {
+/**
+ * Takeovers under a two-way stream: `kill` terminates the primary (from the kill call), `crash` has it
+ * throw an uncaught exception (from the crash call in this thread, so the time the exception takes
+ * to be noticed counts). Returns the sorted takeover times.
+ */
+async function takeover(progress: Progress, fault: 'kill' | 'crash', count: number): Promise<number[]> {
   const c = await Chassis.start({
     app: new URL('../../test/fixtures/stream-app.ts', import.meta.url),
     appOptions: { port: 7000, total: 1e12, size: 200 },
@@ -37,15 +45,23 @@ async function takeover(progress: Progress): Promise<number[]> {
   lines()
   while (c.core.sync.total < 2) await sleep(5)
   const samples: number[] = []
-  for (let k = 0; k < TAKEOVER_KILLS; k++) {
+  for (let k = 0; k < count; k++) {
     // From full redundancy: the secondary in sync and the next warm spare booted (it boots after
     // the resync, and a kill while it loads would measure its boot as much as the takeover).
     await c.ready(30_000)
     while (!c.spareReady) await sleep(5)
     await sleep(20 + ((k * 37) % 50))
-    await c.kill('primary')
-    samples.push(c.failovers.at(-1)!.takeoverMs)
-    if ((k + 1) % 10 === 0) progress(`takeover: ${k + 1}/${TAKEOVER_KILLS} kills, last ${samples.at(-1)!.toFixed(2)} ms`)
+    if (fault === 'kill') {
+      await c.kill('primary')
+      samples.push(c.failovers.at(-1)!.takeoverMs)
+    } else {
+      const failover = new Promise<FailoverEvent>((r) => c.once('failover', r))
+      const t0 = performance.now()
+      c.crash('primary')
+      const e = await failover
+      samples.push(e.at + e.takeoverMs - t0)
+    }
+    if ((k + 1) % 10 === 0) progress(`takeover: ${k + 1}/${count} ${fault === 'kill' ? 'kills' : 'crashes'}, last ${samples.at(-1)!.toFixed(2)} ms`)
   }
   writing = false
   await c.close()
@@ -88,7 +104,8 @@ async function resync(progress: Progress): Promise<number> {
 }
 
 export default async function run({ progress }: { progress: Progress }): Promise<Record<string, number>> {
-  const t = await takeover(progress)
+  const t = await takeover(progress, 'kill', TAKEOVER_KILLS)
+  const x = await takeover(progress, 'crash', CRASHES)
   const h = await detectHung(progress)
   const r = await resync(progress)
   return {
@@ -98,7 +115,10 @@ export default async function run({ progress }: { progress: Progress }): Promise
     'failover.takeover_ms.max': sig(t[t.length - 1]),
     'failover.takeover.kills': t.length,
     // How many of the kills missed the 5 ms target: p99 of 50 is the worst one or two.
-    'failover.takeover.kills_over_5ms': t.filter((x) => x > 5).length,
+    'failover.takeover.kills_over_5ms': t.filter((v) => v > 5).length,
+    'failover.crash.takeover_ms.p50': sig(percentile(x, 50)),
+    'failover.crash.takeover_ms.max': sig(x[x.length - 1]),
+    'failover.crash.crashes': x.length,
     'failover.detect_hung_ms.p50': sig(percentile(h, 50)),
     'failover.detect_hung.keepalive_interval_ms': 50,
     'failover.detect_hung.dead_interval_ms': 125,
