@@ -254,6 +254,9 @@ export class SecondarySide {
   // ---- answers to the primary ------------------------------------------------------------------
 
   private initAck(pair: SnoopPair, step: InitStep): void {
+    // A retry that waited for room may find the pair dropped (UNREPLICATE, a NAK, a new round): its
+    // answer is moot, and the primary would reject it (that round is over).
+    if (this.pairs.get(pair.handle) !== pair) return
     const credit = step === InitStep.DONE ? pair.window() : 0
     if (step === InitStep.DONE) pair.lastCredit = credit
     const peer = this.host.peer()
@@ -300,7 +303,9 @@ export class SecondarySide {
   private sendAck(pair: SnoopPair): void {
     pair.ackNow = false
     const peer = this.host.peer()
-    if (!peer || !pair.functional) return
+    // A retry that waited for room may find the pair dropped: an ACK names no round, so it would ack
+    // and credit whatever the primary runs on this handle now (nothing, or the next round).
+    if (!peer || !pair.functional || this.pairs.get(pair.handle) !== pair) return
     const credit = pair.window()
     const flags = this.congested ? Flag.CONGESTED : 0
     const offset = pair.send.offset % 4294967296

@@ -4,7 +4,7 @@ import { unpack } from 'msgpackr'
 import { describe, expect, it } from 'vitest'
 import { MsgType } from '../../engine/protocol/header.ts'
 import { LISTEN_PORT } from '../sim/app.ts'
-import { chassisReceiver } from '../sim/link.ts'
+import { chassisReceiver, encodeFrame } from '../sim/link.ts'
 import type { MemoryPeer } from '../../engine/chassis/memory.ts'
 import type { Socket } from '../../engine/socket/socket.ts'
 import { Duo, SERVE_PORT } from './duo.ts'
@@ -304,5 +304,43 @@ describe('regressions', () => {
     expect(duo.pair(sock.handle)!.functional).toBe(true)
     expect(duo.p.counters.rejectReasons['init-nak-not-initializing']).toBe(1)
     expect(duo.s.counters.rejectReasons['params-unexpected']).toBe(1)
+  })
+
+  it('an ACK that waits for room on the KKCM is not sent once UNREPLICATE dropped its pair', async () => {
+    // Simulation seed 1310568947: the retry went out later for a handle the secondary no longer
+    // replicated (an ACK names no round, so it would also ack and credit the handle's next one).
+    const duo = new Duo()
+    const { sock } = await duo.connect()
+    await duo.replicate(sock)
+    const sent = Duo.recorder(duo.sp)
+    const keepalive = encodeFrame(MsgType.KEEPALIVE, 0, 0, 0, 0, 0)
+    while (duo.sp.inject(keepalive)); // the ring to the primary is full when the ack is due
+    sock.write(enc('x'))
+    await duo.deliver(duo.ps, 1) // the REPLICATE: its ack waits for room
+    expect(duo.sp.waitingForRoom).toBeGreaterThan(0)
+    sock.unreplicate()
+    await duo.deliver(duo.ps) // the UNREPLICATE drops the pair
+    expect(duo.pair(sock.handle)).toBeUndefined()
+    await duo.run()
+    expect(sent.filter((h) => h.handle === sock.handle)).toEqual([])
+    expect(duo.p.counters.rejected + duo.s.counters.rejected).toBe(0)
+  })
+
+  it('INIT_ACKs that wait for room on the KKCM are not sent once UNREPLICATE dropped their pair', async () => {
+    const duo = new Duo()
+    const { sock } = await duo.connect()
+    const sent = Duo.recorder(duo.sp)
+    const keepalive = encodeFrame(MsgType.KEEPALIVE, 0, 0, 0, 0, 0)
+    while (duo.sp.inject(keepalive)); // the ring to the primary is full for the whole handshake
+    sock.replicate().catch(() => {})
+    await duo.chassisRound() // held: the handshake goes out
+    await duo.deliver(duo.ps) // every step's INIT_ACK waits for room
+    expect(duo.pair(sock.handle)!.complete).toBe(true)
+    sock.unreplicate()
+    await duo.deliver(duo.ps) // the UNREPLICATE drops the pair
+    expect(duo.pair(sock.handle)).toBeUndefined()
+    await duo.run()
+    expect(sent.filter((h) => h.handle === sock.handle)).toEqual([])
+    expect(duo.p.counters.rejected + duo.s.counters.rejected).toBe(0)
   })
 })
