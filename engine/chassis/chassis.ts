@@ -87,8 +87,9 @@ export interface FailoverEvent {
   to: string
   /**
    * From the primary's death to the first record of the new primary at the transport (or to the end
-   * of the promotion when it had nothing to send). Death: the chassis retiring it (a kill, a hang,
-   * keepalive silence), so waiting for a thread that could not be fenced counts; or its exit.
+   * of the promotion when it had nothing to send). Death: the chassis retiring it (a kill, a crash's
+   * 'error' event, a hang, keepalive silence, a switchover), so waiting for a thread that could not
+   * be fenced counts; or its exit.
    */
   takeoverMs: number
   /** The death, on this thread's performance.now() clock (takeoverMs counts from it). */
