@@ -6,7 +6,7 @@
 import { ChassisCore, type ChassisLimits } from '../../engine/chassis/core.ts'
 import { MemoryNetwork, type MemoryPeer } from '../../engine/chassis/memory.ts'
 import { ManualClock } from '../../engine/clock.ts'
-import { type Header } from '../../engine/protocol/header.ts'
+import { MsgType, type Header } from '../../engine/protocol/header.ts'
 import { RoutingEngine, type ReOptions } from '../../engine/re/re.ts'
 import type { SrPrimary } from '../../engine/sdrl/primary.ts'
 import type { SnoopPair } from '../../engine/sdrl/secondary.ts'
@@ -153,6 +153,12 @@ export class Duo {
     this.core.promoted('s', this.cs, r.adopted, r.lost, r.uncharged)
     await this.settle()
     return r
+  }
+
+  /** Fills `link` with keepalives to its last byte: the next send on it waits for room. */
+  static fill(link: SimLink): void {
+    const keepalive = encodeFrame(MsgType.KEEPALIVE, 0, 0, 0, 0, 0)
+    while (link.inject(keepalive));
   }
 
   /** Records the header of every frame sent on `link` from now on (chaining any observer already there). */

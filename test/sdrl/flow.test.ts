@@ -5,8 +5,6 @@
 import { describe, expect, it } from 'vitest'
 import { NsrError } from '../../engine/errors.ts'
 import type { Socket } from '../../engine/socket/socket.ts'
-import { MsgType } from '../../engine/protocol/header.ts'
-import { encodeFrame } from '../sim/link.ts'
 import { Duo } from './duo.ts'
 
 const RECORD_BYTES = 100
@@ -76,8 +74,7 @@ describe('flow control', () => {
     await duo.run()
     expect(events.writable).toBe(0)
     // The ring from the secondary to the primary is full (keepalives fill it) when the app reads.
-    const keepalive = encodeFrame(MsgType.KEEPALIVE, 0, 0, 0, 0, 0)
-    while (duo.sp.inject(keepalive));
+    Duo.fill(duo.sp)
     const sentBefore = duo.s.stats().counters.flowctlSent
     while (pair.send.read());
     expect(duo.s.stats().counters.flowctlSent).toBe(sentBefore)

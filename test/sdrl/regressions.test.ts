@@ -4,7 +4,7 @@ import { unpack } from 'msgpackr'
 import { describe, expect, it } from 'vitest'
 import { MsgType } from '../../engine/protocol/header.ts'
 import { LISTEN_PORT } from '../sim/app.ts'
-import { chassisReceiver, encodeFrame } from '../sim/link.ts'
+import { chassisReceiver } from '../sim/link.ts'
 import type { MemoryPeer } from '../../engine/chassis/memory.ts'
 import type { Socket } from '../../engine/socket/socket.ts'
 import { Duo, SERVE_PORT } from './duo.ts'
@@ -313,8 +313,7 @@ describe('regressions', () => {
     const { sock } = await duo.connect()
     await duo.replicate(sock)
     const sent = Duo.recorder(duo.sp)
-    const keepalive = encodeFrame(MsgType.KEEPALIVE, 0, 0, 0, 0, 0)
-    while (duo.sp.inject(keepalive)); // the ring to the primary is full when the ack is due
+    Duo.fill(duo.sp) // the ring to the primary is full when the ack is due
     sock.write(enc('x'))
     await duo.deliver(duo.ps, 1) // the REPLICATE: its ack waits for room
     expect(duo.sp.waitingForRoom).toBeGreaterThan(0)
@@ -330,8 +329,7 @@ describe('regressions', () => {
     const duo = new Duo()
     const { sock } = await duo.connect()
     const sent = Duo.recorder(duo.sp)
-    const keepalive = encodeFrame(MsgType.KEEPALIVE, 0, 0, 0, 0, 0)
-    while (duo.sp.inject(keepalive)); // the ring to the primary is full for the whole handshake
+    Duo.fill(duo.sp) // the ring to the primary is full for the whole handshake
     sock.replicate().catch(() => {})
     await duo.chassisRound() // held: the handshake goes out
     await duo.deliver(duo.ps) // every step's INIT_ACK waits for room
