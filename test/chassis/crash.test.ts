@@ -5,34 +5,22 @@
 // 'exit' after the thread's teardown. The crash is thrown from a task that has just committed a
 // frame: without the abandon, that task's COMMITTING mark would stay and no fence could hold.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Chassis, type FailoverEvent } from '../../engine/index.ts'
-import type { MemoryPeer } from '../../engine/chassis/memory.ts'
-import { StreamChecker, lineWriter } from '../fixtures/stream-check.ts'
+import type { FailoverEvent } from '../../engine/index.ts'
+import { expectStreamGoesOn, startStream, type StreamSession } from './stream-session.ts'
 
 const CRASHES = 8
-const SIZE = 200
 
 describe('an RE that dies of an uncaught exception', () => {
-  let chassis: Chassis
+  let session: StreamSession
   beforeAll(async () => {
-    chassis = await Chassis.start({
-      app: new URL('../fixtures/stream-app.ts', import.meta.url),
-      appOptions: { port: 7000, total: 1e12, size: SIZE },
-      re: { deadIntervalMs: 5000, keepaliveIntervalMs: 50 },
-      deadIntervalMs: 5000,
-    })
+    session = await startStream({ port: 7000, size: 200, deadIntervalMs: 5000, keepaliveIntervalMs: 50 })
   })
   afterAll(async () => {
-    await chassis?.close()
+    await session?.chassis.close()
   })
 
   it(`is taken over on its 'error' event, fenced, ${CRASHES} times, with a byte-exact stream both ways`, async () => {
-    const peer: MemoryPeer = chassis.memory.dial(7000)
-    peer.keepReceived = false
-    const check = new StreamChecker(SIZE)
-    peer.on('data', (d: Uint8Array) => check.feed(d))
-    const lines = lineWriter(peer)
-    while (chassis.core.sync.total < 2) await new Promise((r) => setTimeout(r, 5))
+    const { chassis, check } = session
     const errors: string[] = []
     chassis.on('re-error', (e: { id: string; error: string }) => errors.push(e.id + ' ' + e.error))
     for (let k = 0; k < CRASHES; k++) {
@@ -56,13 +44,7 @@ describe('an RE that dies of an uncaught exception', () => {
     chassis.crash('secondary')
     while (chassis.counters.secondaryLosses === lost) await new Promise((r) => setTimeout(r, 5))
     await chassis.ready(20_000)
-    lines.stop()
-    const target = check.next + 2000
-    const deadline = performance.now() + 20_000
-    while ((check.next < target || check.lastLine < lines.sent) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20))
-    expect(check.errors).toEqual([])
-    expect(check.next).toBeGreaterThanOrEqual(target)
-    expect(check.lastLine).toBe(lines.sent)
+    await expectStreamGoesOn(session)
     expect(chassis.failovers.length).toBe(CRASHES)
     const s = await chassis.stats()
     expect(s.chassis.counters.txDuplicates).toBe(0)

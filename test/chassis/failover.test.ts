@@ -5,10 +5,8 @@
 // order), the application's view of the inbound stream never going back (no received data lost in
 // a takeover), and no gap ever seen by the application.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Chassis } from '../../engine/index.ts'
 import { Prng } from '../sim/prng.ts'
-import type { MemoryPeer } from '../../engine/chassis/memory.ts'
-import { StreamChecker, lineWriter } from '../fixtures/stream-check.ts'
+import { expectStreamGoesOn, startStream, type StreamSession } from './stream-session.ts'
 
 // 200 kills in the normal run (a warm spare makes each rebuilt secondary quick); FAILOVER_KILLS=N to change.
 const KILLS = Number(process.env.FAILOVER_KILLS ?? 200)
@@ -22,29 +20,18 @@ function prng(seed: number): () => number {
 }
 
 describe(`failover with real workers (seed ${SEED}; replay: FAILOVER_SEED=${SEED} npx vitest run test/chassis/failover.test.ts)`, () => {
-  let chassis: Chassis
+  let session: StreamSession
   beforeAll(async () => {
-    chassis = await Chassis.start({
-      app: new URL('../fixtures/stream-app.ts', import.meta.url),
-      appOptions: { port: 7000, total: 1e12, size: SIZE },
-      // The test kills on purpose; a loaded CI machine must not add spurious hang detections.
-      re: { deadIntervalMs: 5000, keepaliveIntervalMs: 50 },
-      deadIntervalMs: 5000,
-    })
+    // The test kills on purpose; a loaded CI machine must not add spurious hang detections.
+    session = await startStream({ port: 7000, size: SIZE, deadIntervalMs: 5000, keepaliveIntervalMs: 50 })
   })
   afterAll(async () => {
-    await chassis?.close()
+    await session?.chassis.close()
   })
 
   it(`survives ${KILLS} kills of the primary with a byte-exact stream both ways`, async () => {
     const rand = prng(SEED)
-    const peer: MemoryPeer = chassis.memory.dial(7000)
-    peer.keepReceived = false
-    const check = new StreamChecker(SIZE)
-    peer.on('data', (d: Uint8Array) => check.feed(d))
-    const lines = lineWriter(peer)
-    // Ready means every replicated socket is functional: wait until the connection counts too.
-    while (chassis.core.sync.total < 2) await new Promise((r) => setTimeout(r, 5))
+    const { chassis, check, lines } = session
     const takeovers: number[] = []
     chassis.on('failover', (e) => takeovers.push(e.takeoverMs))
     const t0 = performance.now()
@@ -60,14 +47,7 @@ describe(`failover with real workers (seed ${SEED}; replay: FAILOVER_SEED=${SEED
       if (k % 25 === 0) console.log(`kill ${k}: ${before - 1} records, ${lines.sent} lines sent, ${Math.round(performance.now() - t0)} ms`)
     }
     await chassis.ready(20_000)
-    lines.stop()
-    // The stream keeps flowing after the last takeover, and the app has seen every line sent.
-    const target = check.next + 2000
-    const deadline = performance.now() + 20_000
-    while ((check.next < target || check.lastLine < lines.sent) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20))
-    expect(check.errors).toEqual([])
-    expect(check.next).toBeGreaterThanOrEqual(target)
-    expect(check.lastLine).toBe(lines.sent)
+    await expectStreamGoesOn(session)
     expect(chassis.failovers.length).toBe(KILLS)
     // Kills are handled once the dying primary's rings are fenced, before its thread has ended
     // (chassis retire()), unless it was stopped mid-task: the byte-exact checks above cover both

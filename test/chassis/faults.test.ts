@@ -3,9 +3,10 @@
 // by a fresh, resynced secondary; a hung primary is detected and taken over. The peer checks every
 // record (test/fixtures/stream-check.ts) throughout.
 import { afterEach, describe, expect, it } from 'vitest'
-import { Chassis } from '../../engine/index.ts'
+import type { Chassis } from '../../engine/index.ts'
 import { Prng } from '../sim/prng.ts'
-import { StreamChecker, lineWriter } from '../fixtures/stream-check.ts'
+import type { StreamChecker } from '../fixtures/stream-check.ts'
+import { startStream, type StreamSession } from './stream-session.ts'
 
 const SIZE = 120
 const SEED = Number(process.env.FAULTS_SEED ?? Date.now() % 100000)
@@ -19,22 +20,8 @@ function prng(seed: number): () => number {
 
 // Hang tests use a 100 ms keepalive and a 1 s dead interval: the mechanism is the same as with the
 // defaults (50 / 125 ms, measured in bench/failover), without false alarms on a loaded CI machine.
-async function start(deadIntervalMs = 1000, keepaliveIntervalMs = 100) {
-  const chassis = await Chassis.start({
-    app: new URL('../fixtures/stream-app.ts', import.meta.url),
-    appOptions: { port: 7100, total: 1e12, size: SIZE },
-    re: { deadIntervalMs, keepaliveIntervalMs },
-    deadIntervalMs,
-    keepaliveIntervalMs,
-  })
-  const peer = chassis.memory.dial(7100)
-  peer.keepReceived = false
-  const check = new StreamChecker(SIZE)
-  peer.on('data', (d: Uint8Array) => check.feed(d))
-  const lines = lineWriter(peer)
-  while (chassis.core.sync.total < 2) await sleep(5)
-  await chassis.ready(20_000)
-  return { chassis, check, lines }
+function start(deadIntervalMs = 1000, keepaliveIntervalMs = 100): Promise<StreamSession> {
+  return startStream({ port: 7100, size: SIZE, deadIntervalMs, keepaliveIntervalMs })
 }
 
 /** Waits until the stream has moved `records` further, or fails after `ms`. */
