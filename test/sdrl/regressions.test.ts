@@ -2,7 +2,7 @@
 
 import { unpack } from 'msgpackr'
 import { describe, expect, it } from 'vitest'
-import { MsgType } from '../../engine/protocol/header.ts'
+import { MsgType, type Header } from '../../engine/protocol/header.ts'
 import { LISTEN_PORT } from '../sim/app.ts'
 import { chassisReceiver } from '../sim/link.ts'
 import type { MemoryPeer } from '../../engine/chassis/memory.ts'
@@ -306,6 +306,16 @@ describe('regressions', () => {
     expect(duo.s.counters.rejectReasons['params-unexpected']).toBe(1)
   })
 
+  /** Unreplicates `sock` and runs everything: nothing more goes out for its handle, nothing is rejected. */
+  async function expectSilentAfterDrop(duo: Duo, sock: Socket, sent: Header[]): Promise<void> {
+    sock.unreplicate()
+    await duo.deliver(duo.ps) // the UNREPLICATE drops the pair
+    expect(duo.pair(sock.handle)).toBeUndefined()
+    await duo.run()
+    expect(sent.filter((h) => h.handle === sock.handle)).toEqual([])
+    expect(duo.p.counters.rejected + duo.s.counters.rejected).toBe(0)
+  }
+
   it('an ACK that waits for room on the KKCM is not sent once UNREPLICATE dropped its pair', async () => {
     // Simulation seed 1310568947: the retry went out later for a handle the secondary no longer
     // replicated (an ACK names no round, so it would also ack and credit the handle's next one).
@@ -317,12 +327,7 @@ describe('regressions', () => {
     sock.write(enc('x'))
     await duo.deliver(duo.ps, 1) // the REPLICATE: its ack waits for room
     expect(duo.sp.waitingForRoom).toBeGreaterThan(0)
-    sock.unreplicate()
-    await duo.deliver(duo.ps) // the UNREPLICATE drops the pair
-    expect(duo.pair(sock.handle)).toBeUndefined()
-    await duo.run()
-    expect(sent.filter((h) => h.handle === sock.handle)).toEqual([])
-    expect(duo.p.counters.rejected + duo.s.counters.rejected).toBe(0)
+    await expectSilentAfterDrop(duo, sock, sent)
   })
 
   it('INIT_ACKs that wait for room on the KKCM are not sent once UNREPLICATE dropped their pair', async () => {
@@ -334,11 +339,6 @@ describe('regressions', () => {
     await duo.chassisRound() // held: the handshake goes out
     await duo.deliver(duo.ps) // every step's INIT_ACK waits for room
     expect(duo.pair(sock.handle)!.complete).toBe(true)
-    sock.unreplicate()
-    await duo.deliver(duo.ps) // the UNREPLICATE drops the pair
-    expect(duo.pair(sock.handle)).toBeUndefined()
-    await duo.run()
-    expect(sent.filter((h) => h.handle === sock.handle)).toEqual([])
-    expect(duo.p.counters.rejected + duo.s.counters.rejected).toBe(0)
+    await expectSilentAfterDrop(duo, sock, sent)
   })
 })
