@@ -9,6 +9,8 @@ import type { Addr } from '../socket/records.ts'
 import type { ConnEvents, Transport, TransportConn, TransportListener } from './transport.ts'
 
 const PEER_WINDOW_BYTES = 256 * 1024
+/** Most bytes one read hands the engine side (net.Socket reads 64 KiB at a time). */
+const READ_BYTES = 64 * 1024
 const noop = (): void => {}
 const EMPTY = new Uint8Array(0)
 
@@ -34,9 +36,12 @@ export class MemoryPeer extends EventEmitter {
   private pendingHead = 0
   private pendingBytes = 0
 
-  constructor(remote: Addr) {
+  private readonly readBytes: number
+
+  constructor(remote: Addr, readBytes = READ_BYTES) {
     super()
     this.remote = remote
+    this.readBytes = readBytes
   }
 
   attach(conn: MemoryConn): void {
@@ -59,8 +64,7 @@ export class MemoryPeer extends EventEmitter {
     if (!c || !c.events) return
     // this.pending is read afresh each turn: data() may resume the connection, flushing reentrantly.
     while (this.pendingHead < this.pending.length && !c.paused) {
-      const d = this.pending[this.pendingHead]
-      this.pending[this.pendingHead++] = EMPTY
+      const d = this.takeRead()
       this.pendingBytes -= d.length
       c.events.data(d, null)
     }
@@ -73,6 +77,32 @@ export class MemoryPeer extends EventEmitter {
       this.pendingHead = 0
     }
     if (this.pendingBytes < PEER_WINDOW_BYTES) this.emit('drain')
+  }
+
+  /**
+   * The next read the engine side gets: one write, or, when writes queued up behind a paused
+   * reader, as many as fit in readBytes joined, as a TCP socket's read returns what its receive
+   * buffer holds. Handing a backlog of single lines over one by one kept the host thread busy for
+   * tens of ms in one go each time the chassis resumed reading (seen at takeovers).
+   */
+  private takeRead(): Uint8Array {
+    const pending = this.pending
+    const first = pending[this.pendingHead]
+    pending[this.pendingHead++] = EMPTY
+    let end = this.pendingHead
+    let n = first.length
+    while (end < pending.length && n + pending[end].length <= this.readBytes) n += pending[end++].length
+    if (end === this.pendingHead) return first
+    const out = new Uint8Array(n)
+    out.set(first, 0)
+    let at = first.length
+    for (let i = this.pendingHead; i < end; i++) {
+      out.set(pending[i], at)
+      at += pending[i].length
+      pending[i] = EMPTY
+    }
+    this.pendingHead = end
+    return out
   }
 
   /** FIN from the peer. */
@@ -206,13 +236,23 @@ export class MemoryUdp extends EventEmitter {
   }
 }
 
+export interface MemoryNetworkOptions {
+  /** Most bytes one read hands the engine side from a peer's queued writes (default 64 KiB). */
+  readBytes?: number
+}
+
 export class MemoryNetwork implements Transport {
   readonly name = 'memory'
+  private readonly readBytes: number
   private listeners = new Map<number, (conn: MemoryConn) => void>()
   private servers = new Map<number, (peer: MemoryPeer) => void>()
   private udps = new Map<number, MemoryUdp>()
   private nextEphemeral = 40000
   readonly host = 'mem'
+
+  constructor(opts: MemoryNetworkOptions = {}) {
+    this.readBytes = opts.readBytes ?? READ_BYTES
+  }
 
   // ---- the engine side (chassis) ---------------------------------------------------------------
 
@@ -220,7 +260,7 @@ export class MemoryNetwork implements Transport {
     const serve = this.servers.get(port)
     if (!serve) throw Object.assign(new Error(`memory: connection refused on port ${port}`), { code: 'ECONNREFUSED' })
     const local = { address: this.host, port: this.nextEphemeral++ }
-    const peer = new MemoryPeer(local)
+    const peer = new MemoryPeer(local, this.readBytes)
     const conn = new MemoryConn(local, { address: this.host, port }, peer)
     peer.attach(conn)
     queueMicrotask(() => serve(peer))
@@ -249,7 +289,7 @@ export class MemoryNetwork implements Transport {
     const accept = this.listeners.get(port)
     if (!accept) throw new NsrError('ECONNREFUSED', `memory: nothing listens on port ${port}`)
     const remote = { address: this.host, port: this.nextEphemeral++ }
-    const peer = new MemoryPeer(remote)
+    const peer = new MemoryPeer(remote, this.readBytes)
     const conn = new MemoryConn({ address: this.host, port }, remote, peer)
     peer.attach(conn)
     accept(conn)

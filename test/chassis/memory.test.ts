@@ -36,6 +36,28 @@ describe('memory transport', () => {
     expect(got).toEqual([])
     conn.resume()
     peer.end()
-    expect(got).toEqual(['a', 'b', '<end>'])
+    // Writes queued behind a paused reader come as one read, as from a TCP receive buffer.
+    expect(got).toEqual(['ab', '<end>'])
+  })
+
+  it('hands a paused backlog over in reads of at most 64 KiB, in order', async () => {
+    const net = new MemoryNetwork()
+    const listening = new Promise<import('../../engine/chassis/transport.ts').TransportConn>((resolve) => {
+      void net.listen('mem', 5002, (c) => resolve(c))
+    })
+    await Promise.resolve()
+    const peer = net.dial(5002)
+    const conn = await listening
+    const reads: Uint8Array[] = []
+    conn.events = { data: (d) => reads.push(d.slice()), end: () => {}, error: () => {} }
+    await new Promise((r) => setTimeout(r, 0))
+    conn.pause()
+    const writes = [30_000, 30_000, 30_000, 70_000, 1].map((n, i) => new Uint8Array(n).fill(0x61 + i))
+    for (const w of writes) peer.write(w)
+    expect(reads).toEqual([])
+    conn.resume()
+    // 30 + 30 KB fit in one read; the third does not; a write larger than a read goes whole.
+    expect(reads.map((r) => r.length)).toEqual([60_000, 30_000, 70_000, 1])
+    expect(Buffer.concat(reads)).toEqual(Buffer.concat(writes))
   })
 })

@@ -50,7 +50,7 @@ export class World {
   readonly rng: Prng
   readonly cfg: SimConfig
   readonly clock = new ManualClock()
-  readonly net = new MemoryNetwork()
+  readonly net: MemoryNetwork
   readonly chassis: ChassisCore
   primary!: ReNode
   secondary: ReNode | null = null
@@ -81,6 +81,8 @@ export class World {
     this.seed = seed
     this.rng = new Prng(seed)
     this.cfg = randomConfig(this.rng)
+    // A read joins queued writes up to the chunk size the links are sized for (as rxJoinBytes).
+    this.net = new MemoryNetwork({ readBytes: this.cfg.maxChunkBytes })
     this.chassis = new ChassisCore({ memory: this.net }, this.cfg.chassis)
     this.chassis.onTransmit = (conn, seq, data) => this.onTransmit(conn.handle, seq, data)
     this.net.serve(SERVE_PORT, (peer) => this.addPeer('tcp', peer.remote.port, peer))
