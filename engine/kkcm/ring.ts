@@ -7,13 +7,14 @@
 //   control block, RING_CONTROL_BYTES, one 128-byte slot per word so that no two words written by
 //   different threads share a cache line (128 rather than 64: adjacent-line prefetchers pair lines)
 //     slot 0  META      magic, layout version, capacity          (written once, by format)
-//     slot 1  HEAD      consumer position; framesOut (f64)       (written by the consumer)
+//     slot 1  HEAD      consumer position; framesOut (f64); DRAINING (word 4, halt())
+//                                                                (written by the consumer)
 //     slot 2  TAIL      producer position; framesIn (f64)        (written by the producer)
 //     slot 3  PPARK     1 while the producer is parked in writable()
 //     slot 4  CPARK     1 while the consumer is parked in readable()
-//     slot 5  CLOSED    1 once either side closed
+//     slot 5  CLOSED    1 once either side closed; HALT (word 1): 1 once halt() stopped the consumer
 //     slot 6  COUNTERS  full, parks, notifies, corrupt            (rare events, Atomics.add)
-//     slot 7  COMMITTED producer position including unpublished frames (plain store per commit);
+//     slot 7  COMMITTED producer position including unpublished frames (Atomics store per commit);
 //             its second word COMMITTING: 1 while a task of the producer commits frames (fence())
 //   data region, `capacity` bytes (a power of two)
 //
@@ -40,10 +41,12 @@
 // frames and 1.1-1.8x at 1 KiB on the 2-core machine; 16 KiB frames are one publish each anyway.
 // Bytes, not frames: a publish costs the same whatever it releases, so a frame count would publish
 // 16 KiB frames too rarely and 64-byte frames too often. publishBatchBytes: 0 restores per-frame.
-// Crash durability is kept: commit() also stores the committed position in COMMITTED (a plain
-// store on a line only the producer writes, ~1 ns), so when a producer thread dies mid-batch its
-// committed frames are still in shared memory, and the consumer adopts them with recoverCommitted()
-// before draining a dead writer's ring. The consumer publishes its head once per drain() call.
+// Crash durability is kept: commit() also stores the committed position in COMMITTED (an Atomics
+// store on a line only the producer writes, once per frame, and a batch frame carries many
+// records), so when a producer thread dies mid-batch its committed frames are still in shared
+// memory, and the consumer adopts them with recoverCommitted() before draining a dead writer's ring.
+// Being a release, it also makes every byte of those frames visible to a consumer that loads it
+// while the producer still runs (see halt()). The consumer publishes its head once per drain() call.
 //
 // Fencing a live producer that is being terminated (the chassis retiring a hung or killed RE):
 // termination reaches a thread at its next interrupt check, and tearing the thread down takes 10 ms
@@ -55,6 +58,16 @@
 // COMMITTING and waits (fenced() polls) for the task to end. Once fenced, COMMITTED is final: recoverCommitted()
 // and drain() then take exactly what the producer will ever have committed. Cost: two Atomics
 // stores and a load per ring per task that commits, not per frame.
+//
+// A producer stopped mid-task cannot be fenced until its thread ends (20-60 ms of teardown). For
+// the SDRL's case there is another way (halt()): what matters is that the secondary never holds a
+// frame telling it the chassis has a record the chassis lacks. So the consumer is stopped instead:
+// halt() closes the ring to its reader from a third thread. drain() announces itself (DRAINING,
+// Atomics) and re-checks HALT before taking a frame, and clears DRAINING once done: Dekker's rule
+// again, so once halt holds the consumer has taken its last frame, and whatever it took was
+// published before. The chassis then loads the producer's other ring's COMMITTED: a release by the
+// producer before that publish, so it covers (and shows) every frame committed ahead of the ones
+// the consumer took. Cost: two Atomics stores and a load per drain() that finds frames.
 //
 // Waiting: a side that finds nothing to do spins for a bounded few microseconds (two cores shared
 // by three threads: long spins starve the peer; the budget adapts, see spin()), then parks: it stores 1 in its parked word,
@@ -79,6 +92,8 @@ const CLOSED = 5 * SLOT_WORDS
 const COUNTERS = 6 * SLOT_WORDS
 const COMMITTED = 7 * SLOT_WORDS
 const COMMITTING = COMMITTED + 1
+const DRAINING = HEAD + 4 // words 2-3 hold framesOut
+const HALT = CLOSED + 1
 // inside META
 const META_MAGIC = META
 const META_VERSION = META + 1
@@ -480,7 +495,7 @@ export class Ring {
     if (!this.committing && !this.beginCommitting()) return // fenced: the frame is dropped
     this.tail = (this.tail + n) | 0
     this.framesIn++
-    this.ctl[COMMITTED] = this.tail // durable for recoverCommitted(); plain store, the line is ours alone
+    Atomics.store(this.ctl, COMMITTED, this.tail) // durable for recoverCommitted(), and a release (halt())
     if (((this.tail - this.publishedTail) | 0) >= this.publishBatchBytes) {
       // Frames committed earlier on another ring go out first. That is not commit order in
       // general (flushRings publishes ring by ring, each with all its frames), so a consumer that
@@ -581,8 +596,15 @@ export class Ring {
     if (pending.rings.length !== 0 || pending.open!.length !== 0) flushRings()
     this.drainCapped = false
     let h = this.head
-    const t = Atomics.load(this.ctl, TAIL) // one acquire per call, not per frame
+    const ctl = this.ctl
+    const t = Atomics.load(ctl, TAIL) // one acquire per call, not per frame
     if (h === t) return 0
+    // Announced before the first frame is taken, re-checked after (see halt()).
+    Atomics.store(ctl, DRAINING, 1)
+    if (Atomics.load(ctl, HALT) !== 0) {
+      Atomics.store(ctl, DRAINING, 0)
+      return 0
+    }
     const words = this.words
     const bytes = this.bytes
     const mask = this.mask
@@ -617,6 +639,7 @@ export class Ring {
       }
     } finally {
       this.publishHead(h, n)
+      Atomics.store(ctl, DRAINING, 0)
     }
     return n
   }
@@ -672,11 +695,12 @@ export class Ring {
   }
 
   /**
-   * For a consumer whose producer thread is gone (exited, crashed or terminated) or fenced():
+   * For a consumer whose producer thread is gone (exited, crashed or terminated), fenced(), or
+   * being terminated mid-task (the chassis, once the secondary's ring from it is halted):
    * publishes every frame the producer committed, including those still in its unpublished batch,
-   * so that drain() delivers all of them. Returns the bytes adopted. Only for a dead or fenced
-   * producer: a live one may be between writing a frame and committing it, and its plain COMMITTED
-   * store carries no ordering (a fenced one cleared COMMITTING, an Atomics store, after it).
+   * so that drain() delivers all of them. Returns the bytes adopted. COMMITTED is stored (Atomics)
+   * after each frame is complete, so a producer that still runs shows whole frames only; it may
+   * commit more afterwards, which a dead or fenced one cannot.
    */
   recoverCommitted(): number {
     const ctl = this.ctl
@@ -700,6 +724,30 @@ export class Ring {
     Atomics.store(ctl, PPARK, 0)
     Atomics.notify(ctl, PPARK)
     return this.fenced()
+  }
+
+  /**
+   * From a third thread: stops the consumer for good (see the file comment). drain() takes no frame
+   * once this holds. True when it holds at once, else poll haltHeld() (a drain() is under way).
+   */
+  halt(): boolean {
+    Atomics.store(this.ctl, HALT, 1)
+    return this.haltHeld()
+  }
+
+  /** Undoes halt(): the consumer reads on (the producer was fenced after all, see chassis retire()). */
+  unhalt(): void {
+    Atomics.store(this.ctl, HALT, 0)
+  }
+
+  /** True once halt() holds: no drain() is under way, and none will take a frame again. */
+  haltHeld(): boolean {
+    return Atomics.load(this.ctl, HALT) !== 0 && Atomics.load(this.ctl, DRAINING) === 0
+  }
+
+  /** halt() was called: the frames left are never read. */
+  get halted(): boolean {
+    return Atomics.load(this.ctl, HALT) !== 0
   }
 
   /** True once fence() holds: the ring is closed and no task of the producer is committing. */

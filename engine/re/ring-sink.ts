@@ -161,8 +161,8 @@ const yieldToLoop: () => Promise<void> =
   typeof setImmediate === 'function' ? () => new Promise((r) => setImmediate(r)) : () => new Promise((r) => setTimeout(r, 0))
 
 /**
- * Runs until the ring is closed and empty (or `stop()` returns true): handles every message, calls
- * `onBatchEnd` after each drained batch, yields after a full batch, parks when idle.
+ * Runs until the ring is closed and empty or halted (or `stop()` returns true): handles every
+ * message, calls `onBatchEnd` after each drained batch, yields after a full batch, parks when idle.
  */
 export async function pumpRing(
   ring: Ring,
@@ -190,7 +190,8 @@ export async function pumpRing(
       }
     } else {
       busySince = -1
-      if (ring.closed && ring.isEmpty()) return reader
+      // A halted ring (its producer died mid-task: Ring.halt) has frames left that are never read.
+      if (ring.closed && (ring.isEmpty() || ring.halted)) return reader
     }
     await ring.readable()
   }

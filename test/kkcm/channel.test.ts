@@ -134,6 +134,41 @@ describe('KKCM channel', () => {
     }
   })
 
+  it('a halted consumer takes no frame more, across threads, once the halt holds', { timeout: 20_000 }, async () => {
+    for (let round = 0; round < 5; round++) {
+      const ring = Ring.create(1 << 16)
+      const counter = new Int32Array(new SharedArrayBuffer(4))
+      const w = spawnWorker(new URL('./fixtures/halt-consumer.worker.ts', import.meta.url), { workerData: { sab: ring.sab, counter: counter.buffer } })
+      let i = 0
+      const produce = (): void => {
+        for (let k = 0; k < 200; k++) {
+          const off = ring.reserve(64)
+          if (off < 0) return
+          ring.view.setUint32(off, i++, true)
+          ring.commit()
+        }
+      }
+      while (Atomics.load(counter, 0) < 2000 * (round + 1)) {
+        produce()
+        await new Promise((r) => setImmediate(r))
+      }
+      let held = ring.halt()
+      while (!held) {
+        await new Promise((r) => setImmediate(r))
+        held = ring.haltHeld()
+      }
+      const taken = Atomics.load(counter, 0)
+      // The consumer is still running and frames keep coming: it must not take one.
+      for (let k = 0; k < 10; k++) {
+        produce()
+        await new Promise((r) => setTimeout(r, 5))
+      }
+      expect(Atomics.load(counter, 0)).toBe(taken)
+      expect(taken).toBeGreaterThan(0) // -1: a frame out of order
+      await w.terminate()
+    }
+  })
+
   it('recovers the committed but unpublished frames of a producer that was killed mid-batch', { timeout: 20_000 }, async () => {
     const ring = Ring.create(1 << 16)
     const frames = 100

@@ -297,6 +297,56 @@ describe('Ring fence', () => {
   })
 })
 
+describe('Ring halt', () => {
+  it('stops the consumer for good: drain() takes nothing more, and unhalt() lets it read on', () => {
+    const producer = Ring.create(4096)
+    const consumer = Ring.attach(producer.sab, 0)
+    producer.send(payload(10, 1))
+    expect(drainAll(consumer).map((f) => f.data.length)).toEqual([10])
+    producer.send(payload(11, 2))
+    expect(consumer.halt()).toBe(true) // no drain() under way: holds at once
+    expect(consumer.halted).toBe(true)
+    expect(drainAll(consumer)).toEqual([])
+    expect(consumer.isEmpty()).toBe(false) // the frame is there, never read
+    consumer.unhalt()
+    expect(drainAll(consumer).map((f) => f.data.length)).toEqual([11])
+  })
+
+  it('holds only once a drain() under way has returned; that drain() finishes its frames', () => {
+    const producer = Ring.create(4096)
+    const consumer = Ring.attach(producer.sab, 0)
+    const third = Ring.attach(producer.sab, 0) // the chassis's view of the same ring
+    for (let i = 0; i < 3; i++) producer.send(payload(8, i))
+    flushRings()
+    const held: boolean[] = []
+    let taken = 0
+    consumer.drain(() => {
+      taken++
+      if (taken === 1) held.push(third.halt())
+      held.push(third.haltHeld())
+    })
+    expect(taken).toBe(3)
+    expect(held).toEqual([false, false, false, false])
+    expect(third.haltHeld()).toBe(true)
+    producer.send(payload(8, 9))
+    expect(drainAll(consumer)).toEqual([])
+  })
+
+  it('lets a consumer of a live producer adopt whole frames only, up to what it committed', () => {
+    const producer = Ring.create(4096, { publishBatchBytes: 1 << 20 })
+    const consumer = Ring.attach(producer.sab, 0)
+    producer.send(payload(10, 1))
+    producer.send(payload(20, 2))
+    const off = producer.reserve(30) // written, not committed: not adopted
+    expect(off).toBeGreaterThanOrEqual(0)
+    expect(consumer.recoverCommitted()).toBe(ringFrameBytes(10) + ringFrameBytes(20))
+    expect(drainAll(consumer).map((f) => f.data.length)).toEqual([10, 20])
+    producer.commit()
+    flushRings()
+    expect(drainAll(consumer).map((f) => f.data.length)).toEqual([30])
+  })
+})
+
 describe('Ring waiting', () => {
   it('parks in readable() and wakes on commit (notify only when parked)', async () => {
     const sab = Ring.create(4096).sab
