@@ -2,6 +2,8 @@
 //   failover.takeover_ms.p50/.p90/.p99  primary death -> first record of the new primary at the
 //                                    transport, over TAKEOVER_KILLS kills under a two-way stream
 //   failover.takeover.kills_over_5ms how many of those kills took longer than the 5 ms target
+//   failover.takeover.kills_mid_task how many landed while the primary was mid-task (its rings could
+//                                    not be fenced; its secondary was halted instead, chassis retire())
 //   failover.crash.takeover_ms.p50/.max  the same for a primary that throws an uncaught exception,
 //                                    from the host's crash() call, over CRASHES crashes
 //   failover.detect_hung_ms.p50      a primary that stops beating (busy loop) -> declared hung, with
@@ -23,9 +25,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 /**
  * Takeovers under a two-way stream: `kill` terminates the primary (from the kill call), `crash` has it
  * throw an uncaught exception (from the crash call in this thread, so the time the exception takes
- * to be noticed counts). Returns the sorted takeover times.
+ * to be noticed counts). Returns the sorted takeover times, and how many were retired mid-task.
  */
-async function takeover(progress: Progress, fault: 'kill' | 'crash', count: number): Promise<number[]> {
+async function takeover(progress: Progress, fault: 'kill' | 'crash', count: number): Promise<{ samples: number[]; midTask: number }> {
   const c = await Chassis.start({
     app: new URL('../../test/fixtures/stream-app.ts', import.meta.url),
     appOptions: { port: 7000, total: 1e12, size: 200 },
@@ -64,8 +66,9 @@ async function takeover(progress: Progress, fault: 'kill' | 'crash', count: numb
     if ((k + 1) % 10 === 0) progress(`takeover: ${k + 1}/${count} ${fault === 'kill' ? 'kills' : 'crashes'}, last ${samples.at(-1)!.toFixed(2)} ms`)
   }
   writing = false
+  const midTask = c.counters.haltedRetires
   await c.close()
-  return samples.sort((a, b) => a - b)
+  return { samples: samples.sort((a, b) => a - b), midTask }
 }
 
 async function detectHung(progress: Progress): Promise<number[]> {
@@ -104,8 +107,8 @@ async function resync(progress: Progress): Promise<number> {
 }
 
 export default async function run({ progress }: { progress: Progress }): Promise<Record<string, number>> {
-  const t = await takeover(progress, 'kill', TAKEOVER_KILLS)
-  const x = await takeover(progress, 'crash', CRASHES)
+  const { samples: t, midTask } = await takeover(progress, 'kill', TAKEOVER_KILLS)
+  const { samples: x } = await takeover(progress, 'crash', CRASHES)
   const h = await detectHung(progress)
   const r = await resync(progress)
   return {
@@ -116,6 +119,7 @@ export default async function run({ progress }: { progress: Progress }): Promise
     'failover.takeover.kills': t.length,
     // How many of the kills missed the 5 ms target: p99 of 50 is the worst one or two.
     'failover.takeover.kills_over_5ms': t.filter((v) => v > 5).length,
+    'failover.takeover.kills_mid_task': midTask,
     'failover.crash.takeover_ms.p50': sig(percentile(x, 50)),
     'failover.crash.takeover_ms.max': sig(x[x.length - 1]),
     'failover.crash.crashes': x.length,

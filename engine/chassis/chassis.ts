@@ -155,8 +155,12 @@ export class Chassis extends EventEmitter {
   lastDrained = 0
   private readyWaiters: Array<() => void> = []
   readonly failovers: FailoverEvent[] = []
-  /** fencedRetires: retired REs whose rings were fenced before their thread ended (the others waited for it). */
-  readonly counters = { failovers: 0, secondaryLosses: 0, hungDetected: 0, respawns: 0, fencedRetires: 0 }
+  /**
+   * fencedRetires: retired REs whose rings were fenced before their thread ended; haltedRetires:
+   * primaries stopped mid-task whose secondary was halted instead (retire()). The others waited for
+   * their thread to end.
+   */
+  readonly counters = { failovers: 0, secondaryLosses: 0, hungDetected: 0, respawns: 0, fencedRetires: 0, haltedRetires: 0 }
 
   private constructor(opts: ChassisOptions) {
     super()
@@ -351,11 +355,16 @@ export class Chassis extends EventEmitter {
    * are fenced (ring.ts): once both hold, nothing it does can land, and its loss is handled while
    * the thread is torn down (10 ms that the takeover used to wait for). The ring to its peer first:
    * between the two fences it may commit a TX the secondary never hears of (the chassis drops it
-   * at RESUME), never a REPLICATE or TXDONE for a TX the chassis lacks. A fence that does not hold
-   * at once (the thread is mid-task) is polled until it does or the thread is gone; termination
-   * aborts the task, so the fence holds only for an RE stopped between tasks (8 of 10 kills in a
-   * quiet trace, 46 of 200 in a loaded CI run). Fencing a switched-over RE first and terminating it
-   * once its task ended, tried, showed no shorter client pause (15 switchovers each way).
+   * at RESUME), never a REPLICATE or TXDONE for a TX the chassis lacks. A fence holds at once only
+   * for an RE stopped between tasks (8 of 10 kills in a quiet trace, 3 of 4 under the failover
+   * bench's stream); termination aborts a task, and its fence would hold only once the thread is
+   * gone, 15-60 ms later. A primary stopped mid-task is therefore retired another way: its
+   * secondary stops reading from it (Ring.halt), so the secondary's view of its history is final,
+   * and the chassis takes every frame the primary committed up to now (primaryLost), which covers
+   * every TX that view refers to; what it commits later is never read. Should the fence hold first
+   * after all, the halt is undone and the secondary takes the rest of its ring at promotion. Fencing
+   * a switched-over RE first and terminating it once its task ended, tried, showed no shorter
+   * client pause (15 switchovers each way).
    */
   private async retire(st: ReSlotState, reason: string): Promise<void> {
     if (!st.alive || st.dying) return
@@ -366,14 +375,19 @@ export class Chassis extends EventEmitter {
     const rings = st.peerOut ? [st.peerOut, st.chassisEp.rx] : [st.chassisEp.rx]
     let gone = false
     void terminated.then(() => (gone = true))
-    let held = rings.map((r) => r.fence())
-    while (!held.every(Boolean) && !gone) {
+    let held = rings.map((r) => r.fence()).every(Boolean)
+    const peer = !held && st === this.primary && this.secondary?.alive ? st.peerOut : null
+    let halted = peer ? peer.halt() : false
+    while (!held && !halted && !gone) {
       await new Promise((r) => setImmediate(r))
-      held = rings.map((r) => r.fenced())
+      held = rings.map((r) => r.fenced()).every(Boolean)
+      if (peer && !held) halted = peer.haltHeld()
     }
-    if (!held.every(Boolean)) await terminated
+    if (held && peer) peer.unhalt()
+    if (!held && !halted) await terminated
     this.lastTerminateMs = performance.now() - t
-    this.counters.fencedRetires += held.every(Boolean) ? 1 : 0
+    if (held) this.counters.fencedRetires++
+    else if (halted) this.counters.haltedRetires++
     await this.lost(st, reason)
   }
 
@@ -408,7 +422,9 @@ export class Chassis extends EventEmitter {
     // Every frame the dead primary committed is taken, published or not: a thread publishes its
     // rings one after another, so it can die with a REPLICATE visible to the secondary and the TX
     // committed before it still in its unpublished batch. The chassis must have every record the
-    // secondary has (FAILOVER_SEED=9145 lost 104 records at the first kill without this).
+    // secondary has (FAILOVER_SEED=9145 lost 104 records at the first kill without this). A primary
+    // retired by halting its secondary (retire()) may still be running: what it commits after this
+    // is never read, and the secondary saw nothing that refers to it.
     dead.chassisEp.rx.recoverCommitted()
     const drained = drainNow(dead.chassisEp.rx, (h, b, o) => this.core.onReMessage(dead.id, h, b, o), () => this.core.onReBatchEnd())
     const tDrained = performance.now()
