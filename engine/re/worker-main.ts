@@ -213,7 +213,10 @@ function runActive(wd: ReWorkerData): ReControl {
     thaw: () => re.thaw(),
     stats: () => re.stats(),
     hang(ms) {
-      // Fault injection: a hung RE (a busy loop that starves its event loop).
+      // Fault injection: a hung RE, stuck in a busy loop (its event loop starves) in a task that has
+      // just committed a frame (a keepalive to the peer), as an application stuck in the middle of
+      // its work would be. Its rings cannot be fenced (chassis retire()).
+      ;(re as unknown as { onKeepaliveTick(): void }).onKeepaliveTick()
       const until = performance.now() + ms
       while (performance.now() < until) {
         /* spin */

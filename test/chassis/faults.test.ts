@@ -105,5 +105,7 @@ describe(`faults with real workers (seed ${SEED}; replay: FAULTS_SEED=${SEED} np
     expect(check.errors).toEqual([])
     const s = await chassis.stats()
     expect(s.primary!.counters.resumeGaps).toBe(0)
+    // It hung in a task that had committed a frame: not fenced, its secondary was halted instead.
+    expect(chassis.counters).toMatchObject({ fencedRetires: 0, haltedRetires: 1 })
   }, 120_000)
 })
