@@ -1,7 +1,21 @@
 // The in-memory transport's contract where it matters to NSR: bytes in order, nothing dropped.
 import { describe, expect, it } from 'vitest'
-import { MemoryNetwork } from '../../engine/chassis/memory.ts'
-import type { ConnEvents } from '../../engine/chassis/transport.ts'
+import { MemoryNetwork, type MemoryPeer } from '../../engine/chassis/memory.ts'
+import type { ConnEvents, TransportConn } from '../../engine/chassis/transport.ts'
+
+/** A peer dialled to an engine listener on `port`, and the accepted connection with `events` attached. */
+async function accepted(port: number, events: ConnEvents): Promise<{ peer: MemoryPeer; conn: TransportConn }> {
+  const net = new MemoryNetwork()
+  const listening = new Promise<TransportConn>((resolve) => {
+    void net.listen('mem', port, (c) => resolve(c))
+  })
+  await Promise.resolve()
+  const peer = net.dial(port)
+  const conn = await listening
+  conn.events = events
+  await new Promise((r) => setTimeout(r, 0))
+  return { peer, conn }
+}
 
 describe('memory transport', () => {
   it('keeps what a server writes before the chassis attached its handlers (was dropped)', async () => {
@@ -20,16 +34,8 @@ describe('memory transport', () => {
   })
 
   it('holds bytes while paused and delivers them in order on resume', async () => {
-    const net = new MemoryNetwork()
-    const listening = new Promise<import('../../engine/chassis/transport.ts').TransportConn>((resolve) => {
-      void net.listen('mem', 5001, (c) => resolve(c))
-    })
-    await Promise.resolve()
-    const peer = net.dial(5001)
-    const conn = await listening
     const got: string[] = []
-    conn.events = { data: (d) => got.push(Buffer.from(d).toString()), end: () => got.push('<end>'), error: () => {} }
-    await new Promise((r) => setTimeout(r, 0))
+    const { peer, conn } = await accepted(5001, { data: (d) => got.push(Buffer.from(d).toString()), end: () => got.push('<end>'), error: () => {} })
     conn.pause()
     peer.write(Buffer.from('a'))
     peer.write(Buffer.from('b'))
@@ -41,16 +47,8 @@ describe('memory transport', () => {
   })
 
   it('hands a paused backlog over in reads of at most 64 KiB, in order', async () => {
-    const net = new MemoryNetwork()
-    const listening = new Promise<import('../../engine/chassis/transport.ts').TransportConn>((resolve) => {
-      void net.listen('mem', 5002, (c) => resolve(c))
-    })
-    await Promise.resolve()
-    const peer = net.dial(5002)
-    const conn = await listening
     const reads: Uint8Array[] = []
-    conn.events = { data: (d) => reads.push(d.slice()), end: () => {}, error: () => {} }
-    await new Promise((r) => setTimeout(r, 0))
+    const { peer, conn } = await accepted(5002, { data: (d) => reads.push(d.slice()), end: () => {}, error: () => {} })
     conn.pause()
     const writes = [30_000, 30_000, 30_000, 70_000, 1].map((n, i) => new Uint8Array(n).fill(0x61 + i))
     for (const w of writes) peer.write(w)

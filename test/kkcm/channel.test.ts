@@ -12,6 +12,11 @@ import { spawnWorker } from '../../engine/runtime/worker.ts'
 const seed = Number(process.env.NSR_SEED ?? Math.floor(Math.random() * 2 ** 31))
 const echoEntry = new URL('./fixtures/echo.worker.ts', import.meta.url)
 
+/** Resolves once `holds()` is true, checking once per event-loop turn. */
+async function until(holds: () => boolean): Promise<void> {
+  while (!holds()) await new Promise((r) => setImmediate(r))
+}
+
 function nextMessage<T>(w: Worker): Promise<T> {
   return new Promise((resolve, reject) => {
     w.once('message', resolve)
@@ -116,11 +121,7 @@ describe('KKCM channel', () => {
         take()
         await new Promise((r) => setImmediate(r))
       }
-      let fenced = ring.fence()
-      while (!fenced) {
-        await new Promise((r) => setImmediate(r))
-        fenced = ring.fenced()
-      }
+      if (!ring.fence()) await until(() => ring.fenced())
       ring.recoverCommitted()
       take()
       const count = seen.length
@@ -152,11 +153,7 @@ describe('KKCM channel', () => {
         produce()
         await new Promise((r) => setImmediate(r))
       }
-      let held = ring.halt()
-      while (!held) {
-        await new Promise((r) => setImmediate(r))
-        held = ring.haltHeld()
-      }
+      if (!ring.halt()) await until(() => ring.haltHeld())
       const taken = Atomics.load(counter, 0)
       // The consumer is still running and frames keep coming: it must not take one.
       for (let k = 0; k < 10; k++) {
