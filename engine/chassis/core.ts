@@ -30,7 +30,8 @@ import { pack, unpack } from 'msgpackr'
 // msgpackr decodes strings with TextDecoder, which refuses views of a SharedArrayBuffer: control
 // payloads are read in place from a ring, so they are sliced (copied) before unpack().
 import { Flag, MsgType, seqAdd, seqLe, seqLt, type Header } from '../protocol/header.ts'
-import { RecordQueue, Slab, type Addr } from '../socket/records.ts'
+import type { Addr } from '../socket/records.ts'
+import { OutQueue } from './out-queue.ts'
 import type { FrameSink } from '../re/sink.ts'
 import { forEachRecord } from '../re/sink.ts'
 import type { Transport, TransportConn, TransportListener } from './transport.ts'
@@ -60,8 +61,11 @@ export interface Conn {
   lastSeq: number
   /** Highest record a TX_RELEASE (or an unheld TX) let go. */
   releasedSeq: number
-  /** Held records (lastSeq's tail beyond txSeq), bytes counted in txOutstanding. */
-  held: RecordQueue
+  /**
+   * Records from the primary not yet handed to the transport (lastSeq's tail beyond txSeq): held
+   * ones, and released ones that leave at the end of their frame in runs; bytes counted in txOutstanding.
+   */
+  held: OutQueue
   /** A close that waits for the held records to be released. */
   closeAfterHeld: boolean
   /** Bytes held plus bytes the transport has not yet taken (bounded by the transport window). */
@@ -155,6 +159,8 @@ export class ChassisCore {
   observer: ConnObserver | null = null
   readonly counters = {
     txRecords: 0,
+    /** Transport writes: adjacent records of a stream connection leave in one (OutQueue). */
+    txWrites: 0,
     txBytes: 0,
     txHeld: 0,
     txReleases: 0,
@@ -250,13 +256,14 @@ export class ChassisCore {
     this.txConn = null
     this.txBytes = null
     if (bad !== null) this.counters.rejected++
+    // Records the frame released (unheld ones, and held ones before them) leave now, in runs.
+    if (c.held.length && c.transport) this.flushHeld(c)
   }
 
   // The TX frame being taken apart (a batch calls onTxRecord once per record).
   private txConn: Conn | null = null
   private txBytes: Uint8Array | null = null
   private txFlags = 0
-  private readonly txSlab = new Slab()
 
   private readonly onTxRecord = (seq: number, start: number, end: number, addr: Addr | null): void => {
     const c = this.txConn
@@ -272,21 +279,25 @@ export class ChassisCore {
     if (seq !== seqAdd(c.lastSeq, 1)) this.counters.txGaps++
     const bytes = this.txBytes!
     c.lastSeq = seq
-    const n = end - start
-    c.txOutstanding += n
+    c.txOutstanding += end - start
     if (flags & Flag.HELD && !seqLe(seq, c.releasedSeq)) {
-      // Read in place from the ring: the held queue keeps its own copy.
-      c.held.push(seq, bytes.subarray(start, end), addr)
+      // Read in place from the ring: the queue keeps its own copy.
+      c.held.push(seq, bytes, start, end, addr)
       this.counters.txHeld++
       return
     }
     // An unheld record releases everything before it (replication is off on this socket now).
     if (seqLt(c.releasedSeq, seq)) c.releasedSeq = seq
-    if (c.held.length) this.flushHeld(c)
-    if (!c.transport) return
-    // The frame is read in place from the ring: a transport that copies on write takes the view;
-    // for one that keeps what it is given, the slab copy costs no allocation per record.
-    this.transmit(c, seq, c.transport.copiesOnWrite ? bytes.subarray(start, end) : this.txSlab.copy(bytes.subarray(start, end)), addr)
+    if (c.held.length === 0 && c.transport.copiesOnWrite) {
+      // Nothing ahead of it, and the transport copies (and joins) what it is given: the view goes.
+      const data = bytes.subarray(start, end)
+      this.onTransmit?.(c, seq, data)
+      this.transmit(c, seq, 1, data, addr)
+      return
+    }
+    // Queued behind held records, or for a transport that keeps what it is given: the frame's end
+    // hands the released records over, adjacent ones in one write (onTx).
+    c.held.push(seq, bytes, start, end, addr)
   }
 
   /** TX_RELEASE: held records up to `seq` go to the transport; with `resume`, the rest are dropped. */
@@ -296,12 +307,8 @@ export class ChassisCore {
     if (c.held.length) this.flushHeld(c)
     if (!resume) return
     // A new primary's history ends at `seq`: what the old one sent after it, the secondary never saw.
-    let dropped = 0
-    while (c.held.length) {
-      const rec = c.held.shift()!
-      dropped += rec.data.length
-      this.counters.txDroppedAtResume++
-    }
+    const dropped = c.held.bytes
+    this.counters.txDroppedAtResume += c.held.dropAll()
     if (dropped) this.returnTxCredit(c, dropped)
     // A history beyond what the chassis has: records the old primary committed never arrived, and
     // the new primary will not resend them (it was told the chassis had them). Counted, never silent.
@@ -311,31 +318,32 @@ export class ChassisCore {
     if (c.closeAfterHeld) c.closeAfterHeld = false // the new primary never asked for that close
   }
 
+  /** Hands the released records (up to releasedSeq) to the transport, adjacent ones as one write. */
   private flushHeld(c: Conn): void {
     const held = c.held
-    for (;;) {
-      const rec = held.peek()
-      if (!rec || !seqLe(rec.seq, c.releasedSeq)) break
-      held.shift()
-      this.transmit(c, rec.seq, rec.data, rec.addr)
-      if (!c.transport) return
+    const hook = this.onTransmit
+    const each = hook ? (seq: number, data: Uint8Array) => hook(c, seq, data) : undefined
+    while (c.transport && held.takeRun(c.releasedSeq, each) > 0) {
+      const run = held.run
+      this.transmit(c, run.last, run.count, run.data, run.addr)
     }
+    if (!c.transport) return
     if (held.length === 0 && c.closeAfterHeld) {
       c.closeAfterHeld = false
       this.closeConn(c, false)
     }
   }
 
-  /** Hands one record to the transport; its bytes are already counted in txOutstanding. */
-  private transmit(c: Conn, seq: number, data: Uint8Array, addr: Addr | null): void {
-    c.txSeq = seq
+  /** Hands `count` records ending at `last` (one write) to the transport; their bytes are already counted in txOutstanding. */
+  private transmit(c: Conn, last: number, count: number, data: Uint8Array, addr: Addr | null): void {
+    c.txSeq = last
     if (this.firstTxPending) {
       this.firstTxPending = false
       this.onFirstTxAfterPromotion?.()
     }
-    this.counters.txRecords++
+    this.counters.txRecords += count
+    this.counters.txWrites++
     this.counters.txBytes += data.length
-    this.onTransmit?.(c, seq, data)
     const n = data.length
     c.transport!.write(data, addr, () => this.returnTxCredit(c, n))
   }
@@ -495,7 +503,7 @@ export class ChassisCore {
       txSeq: 0,
       lastSeq: 0,
       releasedSeq: 0,
-      held: new RecordQueue(),
+      held: new OutQueue(kind !== 'udp'),
       closeAfterHeld: false,
       txOutstanding: 0,
       mode: 'primary',

@@ -45,6 +45,25 @@ export function readRecord(data: Uint8Array): RecordId | string {
   return id
 }
 
+/**
+ * Parses the records of one read from a stream connection: the chassis joins adjacent records into
+ * one transport write (OutQueue), never splitting one, so a read holds whole records back to back.
+ */
+export function readRecords(data: Uint8Array): RecordId[] | string {
+  const out: RecordId[] = []
+  for (let at = 0; at < data.length; ) {
+    if (data.length - at < RECORD_HEADER_BYTES) return `${data.length - at} bytes at ${at} of a read are shorter than a record header`
+    const len = new DataView(data.buffer, data.byteOffset + at, RECORD_HEADER_BYTES).getUint16(10, true)
+    if (len < RECORD_HEADER_BYTES || at + len > data.length) return `record at ${at} of a ${data.length}-byte read says ${len} bytes`
+    const id = readRecord(data.subarray(at, at + len))
+    if (typeof id === 'string') return id
+    out.push(id)
+    at += len
+  }
+  if (out.length === 0) return 'an empty read'
+  return out
+}
+
 export function makeChunk(peer: number, offset: number, length: number): Uint8Array {
   const out = new Uint8Array(length)
   const dv = new DataView(out.buffer)

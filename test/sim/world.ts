@@ -30,7 +30,7 @@ import { InitStep } from '../../engine/sdrl/flags.ts'
 import type { SrPrimary } from '../../engine/sdrl/primary.ts'
 import type { Addr } from '../../engine/socket/records.ts'
 import { LISTEN_PORT, SERVE_PORT, type AppSock } from './app.ts'
-import { makeChunk, readRecord, type RecordId } from './content.ts'
+import { makeChunk, readRecord, readRecords, type RecordId } from './content.ts'
 import { injectBadInput, watchInjected } from './badinput.ts'
 import { checkFinal, checkStep } from './invariants.ts'
 import { SimLink, type LinkReceiver } from './link.ts'
@@ -179,18 +179,26 @@ export class World {
     truth.txNext = seq + 1
   }
 
+  /** A read on a stream peer: whole records, back to back (see readRecords). */
   private onPeerData(truth: Truth, data: Uint8Array): void {
-    const id = readRecord(data)
-    if (typeof id === 'string') return this.violation(`peer ${truth.id} received garbage: ${id}`)
+    const ids = readRecords(data)
+    if (typeof ids === 'string') return this.violation(`peer ${truth.id} received garbage: ${ids}`)
+    for (const id of ids) this.onPeerRecord(truth, id)
+  }
+
+  private onPeerRecord(truth: Truth, id: RecordId): void {
     if (id.seq !== truth.peerNext) this.violation(`peer ${truth.id} received record ${id.seq}, expected ${truth.peerNext}`)
     const why = this.ledgerMismatch(truth, id)
     if (why) this.violation(`peer ${truth.id}: ${why}`)
     truth.peerNext = id.seq + 1
   }
 
+  /** A datagram holds exactly one record. */
   private onPeerDatagram(truth: Truth, data: Uint8Array, from: Addr): void {
     if (from.port !== truth.port) this.violation(`udp peer ${truth.id} got a datagram from port ${from.port}, not ${truth.port}`)
-    this.onPeerData(truth, data)
+    const id = readRecord(data)
+    if (typeof id === 'string') return this.violation(`udp peer ${truth.id} received garbage: ${id}`)
+    this.onPeerRecord(truth, id)
   }
 
   // ---- the REs ---------------------------------------------------------------------------------
