@@ -622,7 +622,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
 
   private adopt(r: Record<string, unknown>, kind: SocketKind): Socket {
     const sock = new Socket(this, r.handle as number, kind, this.limits, (r.local as Addr) ?? null, (r.remote as Addr) ?? null)
-    sock.txCredit = (r.txCredit as number) ?? 0
+    sock.setTxCredit((r.txCredit as number) ?? 0)
     this.sockets.set(sock.handle, sock)
     return sock
   }

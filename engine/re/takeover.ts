@@ -31,7 +31,7 @@ export interface TakeoverHost extends SocketHost {
 export function mergePair(host: TakeoverHost, chassis: FrameSink, pair: SnoopPair, p: SocketParams, t: ChassisTxState, earlyTxCredit: number): Socket {
   const sock = new Socket(host, pair.handle, p.kind, host.limits, p.local, p.remote)
   sock.parent = p.parent
-  sock.txCredit = t.txCredit + earlyTxCredit
+  sock.setTxCredit(t.txCredit + earlyTxCredit)
   sock.sndSeq = pair.seq
   sock.sndOffset = pair.send.offset
   // `txSeq` from the chassis: the last record it has (held or sent). This RE's history ends at

@@ -102,7 +102,10 @@ export class Socket extends EventEmitter {
   sndSeq = 0
   txSeq = 0
   snd = new RecordQueue()
+  /** Transport credit: bytes this socket may still hand to the chassis (TX_CREDIT returns them). */
   txCredit = 0
+  /** The most credit this socket was ever given: the connection's transport window as it knows it. */
+  private txWindow = 0
 
   rcvSeq = 0
   rcv = new RecordQueue()
@@ -271,10 +274,25 @@ export class Socket extends EventEmitter {
     this.maybeWritable()
   }
 
-  /** Emits 'writable' once room is back after a refused write. */
+  /** Sets the transport credit the chassis gave (a new or adopted connection). */
+  setTxCredit(bytes: number): void {
+    this.txCredit = bytes
+    if (bytes > this.txWindow) this.txWindow = bytes
+  }
+
+  /**
+   * Emits 'writable' once room is back after a refused write: free send space of at least the low
+   * water mark, and transport credit for all of it (or for the whole window, if smaller). Without
+   * the second condition, the burst a 'writable' starts queues (copies) every record beyond the
+   * credit: on a replicated socket the secondary's ack and the chassis's TX_CREDIT for the same
+   * records come on different rings, and the ack, read first, used to start a burst against credit
+   * not yet returned (0.77-0.84M replicated 64 B records/s, against 1.03-1.12M with credit to spare).
+   */
   maybeWritable(): void {
     if (!this.wantWritable || this.state !== 'open') return
-    if (this.sendSpace() < Math.min(this.limits.sndLowatBytes, this.limits.sndbufBytes)) return
+    const space = this.sendSpace()
+    if (space < Math.min(this.limits.sndLowatBytes, this.limits.sndbufBytes)) return
+    if (this.txCredit < Math.min(space, this.txWindow)) return
     if (this.gate) {
       try {
         this.gate.admit(Math.min(this.limits.sndLowatBytes, this.limits.maxRecordBytes))
@@ -296,6 +314,7 @@ export class Socket extends EventEmitter {
   /** The chassis returned transport credit. */
   addTxCredit(bytes: number): void {
     this.txCredit += bytes
+    if (this.txCredit > this.txWindow) this.txWindow = this.txCredit
     this.pump()
   }
 

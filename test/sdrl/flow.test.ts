@@ -128,6 +128,33 @@ describe('flow control', () => {
     expect(received(peer.received)).toEqual([...Array(next).keys()])
   })
 
+  it("'writable' after an ack waits for the transport credit of the acked records: the next burst goes straight out", async () => {
+    // Send buffer and transport window alike: a full buffer of held records takes every byte of credit.
+    const duo = new Duo({ chassis: { txWindowBytes: 2000 }, limits: { maxRecordBytes: RECORD_BYTES, sndbufBytes: 2000, sndLowatBytes: 200 } })
+    const { sock, peer } = await duo.connect()
+    await duo.replicate(sock)
+    let writable = 0
+    sock.on('writable', () => writable++)
+    const { next, err } = writeUntilRefused(sock, 0)
+    expect(err.code).toBe('EAGAIN')
+    expect(sock.txCredit).toBe(0)
+    // Everything moves but the chassis's link to the primary: the records are acked and sent, and
+    // the TX_CREDIT that returns their bytes waits on that link.
+    await duo.run([duo.cp])
+    expect(received(peer.received)).toEqual([...Array(next).keys()])
+    expect(sock.sendSpace()).toBe(2000)
+    expect(writable).toBe(0) // a burst now would have queued (copied) every record: no credit
+    await duo.run()
+    expect(sock.txCredit).toBe(2000)
+    expect(writable).toBe(1)
+    // The burst 'writable' starts leaves without queueing: one record per write, none held back.
+    const r = writeUntilRefused(sock, next)
+    expect(r.next - next).toBe(20)
+    expect(sock.snd.length).toBe(0)
+    await duo.run()
+    expect(received(peer.received)).toEqual([...Array(r.next).keys()])
+  })
+
   it('EMSGSIZE for a record that can never fit, in every replication state, and nothing is queued', async () => {
     const duo = new Duo({ limits: { maxRecordBytes: RECORD_BYTES, sndbufBytes: 1000 } })
     const { sock } = await duo.connect()
