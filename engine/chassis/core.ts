@@ -288,15 +288,8 @@ export class ChassisCore {
     }
     // An unheld record releases everything before it (replication is off on this socket now).
     if (seqLt(c.releasedSeq, seq)) c.releasedSeq = seq
-    if (c.held.length === 0 && c.transport.copiesOnWrite) {
-      // Nothing ahead of it, and the transport copies (and joins) what it is given: the view goes.
-      const data = bytes.subarray(start, end)
-      this.onTransmit?.(c, seq, data)
-      this.transmit(c, seq, 1, data, addr)
-      return
-    }
-    // Queued behind held records, or for a transport that keeps what it is given: the frame's end
-    // hands the released records over, adjacent ones in one write (onTx).
+    // Copied out of the ring like a held one; the frame's end hands the released records over,
+    // adjacent ones in one write (onTx).
     c.held.push(seq, bytes, start, end, addr)
   }
 

@@ -8,8 +8,9 @@
 //   peer's window closes. UDP has no window: a paused socket keeps a small bounded backlog (a kernel
 //   receive buffer's worth) and drops past it, counted, as a full socket buffer would.
 // - Send: write(data, addr, done) calls `done` when the OS socket took the bytes (Node's write
-//   callback), so the chassis's transport credit flows back at the pace of the peer. TCP records
-//   handed over in one batch go out in one write (coalesced up to TCP_COALESCE_BYTES).
+//   callback), so the chassis's transport credit flows back at the pace of the peer. The bytes are
+//   written as given (the chassis never reuses them, see transport.ts); a TCP socket is corked for
+//   the rest of the task at its first write, so what one task hands over leaves in one writev.
 // - A UDP socket opened with a remote is connected (dgram connect()): the kernel takes only the
 //   remote's datagrams and sends only to it; one addressed elsewhere is dropped (udpMisaddressed).
 //   The remote's ICMP unreachables come back as errors (ECONNREFUSED...): transient, as in POSIX,
@@ -29,9 +30,6 @@ export const UDP_BACKLOG_BYTES = 256 * 1024
 
 /** What a connected UDP socket reports for its remote's ICMP unreachables: the socket stays usable. */
 const UDP_UNREACHABLE_CODES: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH'])
-
-/** A TCP connection's records are copied into buffers of this many bytes, each one socket write. */
-export const TCP_COALESCE_BYTES = 64 * 1024
 
 /** Counters shared by every connection of one transport (drops, errors: each branch counted). */
 export interface NetCounters {
@@ -114,10 +112,8 @@ export class TcpConn implements TransportConn {
   /** The peer's FIN or an error was reported (or is waiting for handlers). */
   private finished = false
   private pendingTerminal: Terminal | null = null
-  private batchBuf: Buffer | null = null
-  private batchUsed = 0
-  private batchDone: Array<() => void> = []
-  private flushQueued = false
+  /** Corked until the end of the task (write()). */
+  private corked = false
 
   constructor(sock: net.Socket, counters: NetCounters) {
     this.sock = sock
@@ -154,55 +150,29 @@ export class TcpConn implements TransportConn {
     if (t) this.deliverTerminal(t)
   }
 
-  /** write() copies the record before it returns: the caller may hand in a view it reuses. */
-  readonly copiesOnWrite = true
-
   write(data: Uint8Array, _addr: Addr | null, done: () => void): void {
     const s = this.sock
     if (this.closed || s.destroyed || s.writableEnded) {
       this.counters.writesAfterClose++
       return done()
     }
-    // Records come one by one in a batch from the primary: copy them into one buffer that goes out
-    // in one socket write once the batch has been handed over; `done` runs for each when the OS took it.
-    const n = data.length
-    if (this.batchUsed + n > TCP_COALESCE_BYTES) this.flush()
-    if (n > TCP_COALESCE_BYTES) {
-      s.write(Buffer.from(data), (err) => {
-        if (err) this.counters.writeErrors++
-        done()
-      })
-      return
+    // The chassis hands over runs of records in slabs it never reuses (OutQueue), so the bytes go
+    // as they are. The socket is corked for the rest of the task: every run handed over in it
+    // leaves in one writev.
+    if (!this.corked) {
+      this.corked = true
+      s.cork()
+      queueMicrotask(this.uncork)
     }
-    if (this.batchBuf === null) this.batchBuf = Buffer.allocUnsafeSlow(TCP_COALESCE_BYTES)
-    this.batchBuf.set(data, this.batchUsed)
-    this.batchUsed += n
-    this.batchDone.push(done)
-    if (!this.flushQueued) {
-      this.flushQueued = true
-      queueMicrotask(() => this.flush())
-    }
+    s.write(view(data), (err) => {
+      if (err) this.counters.writeErrors++
+      done()
+    })
   }
 
-  private flush(): void {
-    this.flushQueued = false
-    const buf = this.batchBuf
-    if (buf === null || this.batchUsed === 0) return
-    const used = this.batchUsed
-    const dones = this.batchDone
-    this.batchBuf = null
-    this.batchUsed = 0
-    this.batchDone = []
-    const s = this.sock
-    if (s.destroyed || s.writableEnded) {
-      this.counters.writesAfterClose += dones.length
-      for (const d of dones) d()
-      return
-    }
-    s.write(buf.subarray(0, used), (err) => {
-      if (err) this.counters.writeErrors++
-      for (const d of dones) d()
-    })
+  private readonly uncork = (): void => {
+    this.corked = false
+    this.sock.uncork()
   }
 
   pause(): void {
@@ -217,9 +187,8 @@ export class TcpConn implements TransportConn {
 
   end(): void {
     if (this.closed) return
-    this.flush()
     this.closed = true
-    this.sock.end()
+    this.sock.end() // uncorks: what this task wrote goes before the FIN
     // Keep reading (and discarding) so the peer's FIN arrives and the socket can close.
     this.sock.resume()
   }

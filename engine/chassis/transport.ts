@@ -16,10 +16,12 @@ export interface ConnEvents {
 export interface TransportConn {
   readonly local: Addr
   readonly remote: Addr | null
-  /** Sends one record; `done` is called once the transport has taken it (its bytes may be reused). */
+  /**
+   * Sends bytes: one or more whole records of a stream, or one datagram. `done` is called once the
+   * transport has taken them. The chassis never changes the bytes it hands over (OutQueue slabs are
+   * not reused), so a transport may keep them as they are instead of copying.
+   */
   write(data: Uint8Array, addr: Addr | null, done: () => void): void
-  /** True when write() copies `data` before it returns (the chassis may then pass a view it reuses). */
-  readonly copiesOnWrite?: boolean
   /** Stops / restarts reading (the peer's TCP window closes while paused). */
   pause(): void
   resume(): void

@@ -110,6 +110,25 @@ describe('NetTransport: TCP', () => {
     await until(() => done === 64, 10_000)
   })
 
+  it('what one task writes leaves in one writev, as given, and each write gets its done', async () => {
+    const { server, client } = await pair()
+    recorder(server)
+    const sock = (server as unknown as { sock: net.Socket & { _writev: (...a: unknown[]) => unknown; _write: (...a: unknown[]) => unknown } }).sock
+    const calls = { writev: 0, write: 0 }
+    const writev = sock._writev.bind(sock)
+    const write = sock._write.bind(sock)
+    sock._writev = (...a: unknown[]) => (calls.writev++, writev(...a))
+    sock._write = (...a: unknown[]) => (calls.write++, write(...a))
+    const got: Buffer[] = []
+    client.on('data', (d: Buffer) => got.push(d))
+    // Views into one slab, as the chassis's out queue hands them over.
+    const slab = new TextEncoder().encode('one;two;three;')
+    let done = 0
+    for (const [from, to] of [[0, 4], [4, 8], [8, 14]]) server.write(slab.subarray(from, to), null, () => done++)
+    await until(() => done === 3 && Buffer.concat(got).toString() === 'one;two;three;')
+    expect(calls).toEqual({ writev: 1, write: 0 })
+  })
+
   it("reports the peer's FIN and keeps our side open (half-close)", async () => {
     const { server, client } = await pair()
     const r = recorder(server)
