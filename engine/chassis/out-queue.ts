@@ -52,11 +52,6 @@ export class OutQueue {
     return this.seqs.length - this.head
   }
 
-  /** Sequence number of the oldest record queued (undefined when empty). */
-  firstSeq(): number | undefined {
-    return this.head < this.seqs.length ? this.seqs[this.head] : undefined
-  }
-
   /** Copies record `seq`, bytes [start, end) of `src` (a ring frame read in place), to the tail. */
   push(seq: number, src: Uint8Array, start: number, end: number, addr: Addr | null): void {
     const n = end - start

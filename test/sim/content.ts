@@ -46,22 +46,30 @@ export function readRecord(data: Uint8Array): RecordId | string {
 }
 
 /**
- * Parses the records of one read from a stream connection: the chassis joins adjacent records into
- * one transport write (OutQueue), never splitting one, so a read holds whole records back to back.
+ * Splits one read into the self-sized pieces it holds back to back (a u16 length at `lengthAt` in
+ * each header) and parses each; a reason string for the first that does not fit or parse.
  */
-export function readRecords(data: Uint8Array): RecordId[] | string {
-  const out: RecordId[] = []
+function readPieces<T>(data: Uint8Array, headerBytes: number, lengthAt: number, what: string, parse: (piece: Uint8Array) => T | string): T[] | string {
+  const out: T[] = []
   for (let at = 0; at < data.length; ) {
-    if (data.length - at < RECORD_HEADER_BYTES) return `${data.length - at} bytes at ${at} of a read are shorter than a record header`
-    const len = new DataView(data.buffer, data.byteOffset + at, RECORD_HEADER_BYTES).getUint16(10, true)
-    if (len < RECORD_HEADER_BYTES || at + len > data.length) return `record at ${at} of a ${data.length}-byte read says ${len} bytes`
-    const id = readRecord(data.subarray(at, at + len))
-    if (typeof id === 'string') return id
-    out.push(id)
+    if (data.length - at < headerBytes) return `${data.length - at} bytes at ${at} of a read are shorter than a ${what} header`
+    const len = new DataView(data.buffer, data.byteOffset + at, headerBytes).getUint16(lengthAt, true)
+    if (len < headerBytes || at + len > data.length) return `${what} at ${at} of a ${data.length}-byte read says ${len} bytes`
+    const piece = parse(data.subarray(at, at + len))
+    if (typeof piece === 'string') return piece
+    out.push(piece)
     at += len
   }
   if (out.length === 0) return 'an empty read'
   return out
+}
+
+/**
+ * Parses the records of one read from a stream connection: the chassis joins adjacent records into
+ * one transport write (OutQueue), never splitting one, so a read holds whole records back to back.
+ */
+export function readRecords(data: Uint8Array): RecordId[] | string {
+  return readPieces(data, RECORD_HEADER_BYTES, 10, 'record', readRecord)
 }
 
 export function makeChunk(peer: number, offset: number, length: number): Uint8Array {
@@ -86,18 +94,7 @@ export interface ChunkId {
  * RE has yet; neither ever splits a write (their tests check that).
  */
 export function readChunks(data: Uint8Array): ChunkId[] | string {
-  const out: ChunkId[] = []
-  for (let at = 0; at < data.length; ) {
-    if (data.length - at < CHUNK_HEADER_BYTES) return `${data.length - at} bytes at ${at} of a read are shorter than a chunk header`
-    const len = new DataView(data.buffer, data.byteOffset + at, CHUNK_HEADER_BYTES).getUint16(6, true)
-    if (len < CHUNK_HEADER_BYTES || at + len > data.length) return `chunk at ${at} of a ${data.length}-byte read says ${len} bytes`
-    const c = readChunk(data.subarray(at, at + len))
-    if (typeof c === 'string') return c
-    out.push(c)
-    at += len
-  }
-  if (out.length === 0) return 'an empty read'
-  return out
+  return readPieces(data, CHUNK_HEADER_BYTES, 6, 'chunk', readChunk)
 }
 
 export function readChunk(data: Uint8Array): ChunkId | string {
