@@ -12,7 +12,7 @@
 // length was not a multiple of 8; a shorter one is packed right after the previous one.
 
 import { seqLe } from '../protocol/header.ts'
-import type { Addr } from '../socket/records.ts'
+import { copyBytes, type Addr } from '../socket/records.ts'
 
 const SLAB_BYTES = 64 * 1024
 /** Records from this size start 8-aligned (a run break); shorter ones pack (a misaligned copy is cheap). */
@@ -39,6 +39,7 @@ export class OutQueue {
   private addrs: Array<Addr | null> = []
   private head = 0
   private slab = NO_SLAB
+  private slab32 = new Int32Array(0)
   private used = SLAB_BYTES
   /** Payload bytes queued. */
   bytes = 0
@@ -64,11 +65,11 @@ export class OutQueue {
       at = n >= ALIGN_FROM ? (this.used + 7) & ~7 : this.used
       if (at + n > SLAB_BYTES) {
         this.slab = new Uint8Array(SLAB_BYTES)
+        this.slab32 = new Int32Array(this.slab.buffer)
         at = 0
       }
       slab = this.slab
-      if (n <= 32) for (let i = 0; i < n; i++) slab[at + i] = src[start + i]
-      else slab.set(src.subarray(start, end), at)
+      copyBytes(slab, this.slab32, at, src, start, n)
       this.used = at + n
     }
     this.seqs.push(seq)

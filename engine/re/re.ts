@@ -528,7 +528,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         return
       }
       if (ended) return sock.peerClosed(rst ? rxError(h.handle, bytes.subarray(start, end)) : null)
-      sock.deliver(this.slab.copy(bytes.subarray(start, end)), addr)
+      sock.deliver(this.slab.copy(bytes, start, end), addr)
     } else {
       const pair = this.pairs.get(h.handle)
       if (!pair) {
@@ -542,7 +542,7 @@ export class RoutingEngine extends EventEmitter implements SocketHost, PrimaryHo
         this.counters.rxStale++
         return
       }
-      this.secondary.received(pair, ended ? new Uint8Array(0) : this.slab.copy(bytes.subarray(start, end)), addr, ended)
+      this.secondary.received(pair, ended ? new Uint8Array(0) : this.slab.copy(bytes, start, end), addr, ended)
       if (rst) pair.recv.emit('reset', rxError(h.handle, bytes.subarray(start, end)))
     }
   }

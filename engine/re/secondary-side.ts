@@ -138,7 +138,7 @@ export class SecondarySide {
         if (!pl) return this.nak(h.handle, 'initdata-bad-address', pair.initRound)
         const addr = pl.addr
         const fin = (h.flags & Flag.FIN) !== 0
-        const data = fin ? new Uint8Array(0) : this.slab.copy(bytes.subarray(pl.start, pl.end))
+        const data = fin ? new Uint8Array(0) : this.slab.copy(bytes, pl.start, pl.end)
         const before = pair.heldBytes()
         const why = h.type === MsgType.INIT_RCVDATA ? pair.setRcvData(h.seq, data, addr, fin) : pair.setSndData(h.seq, data, addr, fin)
         this.heldBytes += pair.heldBytes() - before
@@ -180,7 +180,7 @@ export class SecondarySide {
     if (this.repWhy !== null) return
     const h = this.repHeader!
     const bytes = this.repBytes!
-    const data = this.slab.copy(bytes.subarray(start, end))
+    const data = this.slab.copy(bytes, start, end)
     this.repWhy = this.repPair!.replicate(seq, h.ack, data, addr, (h.flags & Flag.ACK_REQUIRED) !== 0)
   }
 
