@@ -75,6 +75,36 @@ describe('OutQueue', () => {
     })
   }
 
+  it('a backlog that never empties moves its records to the front, order and bytes kept', () => {
+    const q = new OutQueue(false) // one record per run: every take advances by one
+    const src = new Uint8Array(64)
+    let next = 1
+    let want = 1
+    const push = (k: number) => {
+      for (let i = 0; i < k; i++, next++) {
+        src.set(recordBytes(next, 8))
+        q.push(next, src, 0, 8, null)
+      }
+    }
+    const take = (upTo: number) => {
+      while (q.takeRun(upTo) > 0) {
+        expect(q.run.first).toBe(want)
+        expect(q.run.data).toEqual(recordBytes(want, 8))
+        want++
+      }
+    }
+    push(3000)
+    take(2500) // head passes 1024 and half the slots: the rest moves to the front
+    expect(q.length).toBe(500)
+    push(3000)
+    take(5000)
+    expect(q.length).toBe(1000)
+    expect(q.bytes).toBe(8000)
+    take(6000)
+    expect(q.length).toBe(0)
+    expect(want).toBe(6001)
+  })
+
   it('joins adjacent small records of a stream into one run, and only those', () => {
     const q = new OutQueue(true)
     const src = new Uint8Array(70_000).fill(0x61)
