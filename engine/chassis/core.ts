@@ -31,7 +31,7 @@ import { pack, unpack } from 'msgpackr'
 // payloads are read in place from a ring, so they are sliced (copied) before unpack().
 import { Flag, MsgType, seqAdd, seqLe, seqLt, type Header } from '../protocol/header.ts'
 import type { Addr } from '../socket/records.ts'
-import { OutQueue } from './out-queue.ts'
+import { OutQueue, SlabPool, type Run } from './out-queue.ts'
 import type { FrameSink } from '../re/sink.ts'
 import { forEachRecord } from '../re/sink.ts'
 import type { Transport, TransportConn, TransportListener } from './transport.ts'
@@ -139,6 +139,8 @@ export class ChassisCore {
   private nextHandle = 1
   private readonly transports: Record<string, Transport>
   private txCreditDue = new Map<number, number>()
+  /** Spare out-queue slabs, for connections whose transport keeps nothing after a write (OutQueue). */
+  private readonly slabPool = new SlabPool()
   private txCreditQueued = false
   private waitingRoom = new Set<string>()
   private promoting = false
@@ -316,10 +318,7 @@ export class ChassisCore {
     const held = c.held
     const hook = this.onTransmit
     const each = hook ? (seq: number, data: Uint8Array) => hook(c, seq, data) : undefined
-    while (c.transport && held.takeRun(c.releasedSeq, each) > 0) {
-      const run = held.run
-      this.transmit(c, run.last, run.count, run.data, run.addr)
-    }
+    while (c.transport && held.takeRun(c.releasedSeq, each) > 0) this.transmit(c, held.run)
     if (!c.transport) return
     if (held.length === 0 && c.closeAfterHeld) {
       c.closeAfterHeld = false
@@ -327,18 +326,23 @@ export class ChassisCore {
     }
   }
 
-  /** Hands `count` records ending at `last` (one write) to the transport; their bytes are already counted in txOutstanding. */
-  private transmit(c: Conn, last: number, count: number, data: Uint8Array, addr: Addr | null): void {
-    c.txSeq = last
+  /** Hands a run of records (one write) to the transport; their bytes are already counted in txOutstanding. */
+  private transmit(c: Conn, run: Run): void {
+    c.txSeq = run.last
     if (this.firstTxPending) {
       this.firstTxPending = false
       this.onFirstTxAfterPromotion?.()
     }
-    this.counters.txRecords += count
+    const n = run.data.length
+    this.counters.txRecords += run.count
     this.counters.txWrites++
-    this.counters.txBytes += data.length
-    const n = data.length
-    c.transport!.write(data, addr, () => this.returnTxCredit(c, n))
+    this.counters.txBytes += n
+    const held = c.held
+    const slab = run.slab
+    c.transport!.write(run.data, run.addr, () => {
+      this.returnTxCredit(c, n)
+      held.done(slab)
+    })
   }
 
   private returnTxCredit(c: Conn, n: number): void {
@@ -496,7 +500,7 @@ export class ChassisCore {
       txSeq: 0,
       lastSeq: 0,
       releasedSeq: 0,
-      held: new OutQueue(kind !== 'udp'),
+      held: new OutQueue(kind !== 'udp', tc?.keepsNothing ? this.slabPool : null),
       closeAfterHeld: false,
       txOutstanding: 0,
       mode: 'primary',
@@ -803,6 +807,8 @@ export class ChassisCore {
       })),
       sync: { ...this.sync },
       counters: { ...this.counters },
+      /** Out-queue slabs handed out again instead of allocated (TCP and UDP connections). */
+      slabsReused: this.slabPool.reused,
     }
   }
 }

@@ -150,6 +150,9 @@ export class TcpConn implements TransportConn {
     if (t) this.deliverTerminal(t)
   }
 
+  /** A write's bytes are Node's until its callback, and not after: the chassis may reuse them then. */
+  readonly keepsNothing = true
+
   write(data: Uint8Array, _addr: Addr | null, done: () => void): void {
     const s = this.sock
     if (this.closed || s.destroyed || s.writableEnded) {
@@ -283,6 +286,9 @@ export class UdpConn implements TransportConn {
       this.handlers.data(d.data, d.addr)
     }
   }
+
+  /** A datagram's bytes are Node's until send()'s callback, and not after. */
+  readonly keepsNothing = true
 
   write(data: Uint8Array, addr: Addr | null, done: () => void): void {
     if (this.closed || !(addr || this.remote)) {

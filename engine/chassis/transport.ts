@@ -22,6 +22,8 @@ export interface TransportConn {
    * not reused), so a transport may keep them as they are instead of copying.
    */
   write(data: Uint8Array, addr: Addr | null, done: () => void): void
+  /** True when the transport holds no reference to written bytes once `done` has run: the chassis then reuses their memory. */
+  readonly keepsNothing?: boolean
   /** Stops / restarts reading (the peer's TCP window closes while paused). */
   pause(): void
   resume(): void
