@@ -28,7 +28,7 @@ const ALIGN_FROM = 256
 const NO_BYTES = new Uint8Array(0)
 
 /** A slab and how many queued records and in-flight runs use it. */
-export interface Slab {
+export interface OutSlab {
   bytes: Uint8Array
   words: Int32Array
   refs: number
@@ -36,16 +36,16 @@ export interface Slab {
   pooled: boolean
 }
 
-const NO_SLAB: Slab = { bytes: NO_BYTES, words: new Int32Array(0), refs: 0, pooled: false }
+const NO_SLAB: OutSlab = { bytes: NO_BYTES, words: new Int32Array(0), refs: 0, pooled: false }
 
-function newSlab(): Slab {
+function newSlab(): OutSlab {
   const bytes = new Uint8Array(SLAB_BYTES)
   return { bytes, words: new Int32Array(bytes.buffer), refs: 0, pooled: false }
 }
 
 /** Spare 64 KiB slabs, shared by the queues of one chassis (bounded). */
 export class SlabPool {
-  private readonly free: Slab[] = []
+  private readonly free: OutSlab[] = []
   /** Slabs handed out again instead of allocated. */
   reused = 0
   private readonly max: number
@@ -54,7 +54,7 @@ export class SlabPool {
     this.max = max
   }
 
-  take(): Slab {
+  take(): OutSlab {
     const spare = this.free.pop()
     if (spare) {
       this.reused++
@@ -65,7 +65,7 @@ export class SlabPool {
     return s
   }
 
-  give(s: Slab): void {
+  give(s: OutSlab): void {
     if (this.free.length < this.max) this.free.push(s)
   }
 }
@@ -77,7 +77,7 @@ export interface Run {
   first: number
   last: number
   count: number
-  slab: Slab
+  slab: OutSlab
 }
 
 export class OutQueue {
@@ -85,7 +85,7 @@ export class OutQueue {
   readonly coalesce: boolean
   // Per record, from `head` on: sequence number, slab, offset in it, length, address.
   private seqs: number[] = []
-  private slabs: Slab[] = []
+  private slabs: OutSlab[] = []
   private starts: number[] = []
   private lens: number[] = []
   private addrs: Array<Addr | null> = []
@@ -109,7 +109,7 @@ export class OutQueue {
   /** Copies record `seq`, bytes [start, end) of `src` (a ring frame read in place), to the tail. */
   push(seq: number, src: Uint8Array, start: number, end: number, addr: Addr | null): void {
     const n = end - start
-    let slab: Slab
+    let slab: OutSlab
     let at: number
     if (n > SLAB_BYTES / 4) {
       slab = { bytes: src.slice(start, end), words: NO_SLAB.words, refs: 0, pooled: false }
@@ -173,7 +173,7 @@ export class OutQueue {
   }
 
   /** The transport is done with `slab`'s run (its write's `done` ran): the slab may be recycled. */
-  done(slab: Slab): void {
+  done(slab: OutSlab): void {
     if (--slab.refs === 0 && slab !== this.slab) this.recycle(slab)
   }
 
@@ -185,7 +185,7 @@ export class OutQueue {
     return n
   }
 
-  private recycle(slab: Slab): void {
+  private recycle(slab: OutSlab): void {
     if (slab.pooled && this.pool) this.pool.give(slab)
   }
 

@@ -3,7 +3,7 @@
 // and in order; datagrams leave one by one; held records wait for their release.
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { OutQueue, SlabPool, type Slab } from '../../engine/chassis/out-queue.ts'
+import { OutQueue, SlabPool, type OutSlab } from '../../engine/chassis/out-queue.ts'
 import type { Addr } from '../../engine/socket/records.ts'
 import { Duo } from '../sdrl/duo.ts'
 
@@ -93,7 +93,7 @@ describe('OutQueue', () => {
         let next = 1
         let released = 0
         // Runs handed to the "transport", not yet done: their bytes must stay as they were.
-        const inFlight: Array<{ data: Uint8Array; want: Uint8Array; slab: Slab }> = []
+        const inFlight: Array<{ data: Uint8Array; want: Uint8Array; slab: OutSlab }> = []
         const intact = (f: { data: Uint8Array; want: Uint8Array }) => Buffer.compare(f.data, f.want) === 0
         const finish = (i: number) => {
           const f = inFlight.splice(i, 1)[0]
