@@ -9,8 +9,9 @@
 //   receive buffer's worth) and drops past it, counted, as a full socket buffer would.
 // - Send: write(data, addr, done) calls `done` when the OS socket took the bytes (Node's write
 //   callback), so the chassis's transport credit flows back at the pace of the peer. The bytes are
-//   written as given (the chassis never reuses them, see transport.ts); a TCP socket is corked for
-//   the rest of the task at its first write, so what one task hands over leaves in one writev.
+//   written as given (the chassis leaves them alone until `done`, and reuses them after it: both
+//   transports here say keepsNothing); a TCP socket is corked for the rest of the task at its
+//   first write, so what one task hands over leaves in one writev.
 // - A UDP socket opened with a remote is connected (dgram connect()): the kernel takes only the
 //   remote's datagrams and sends only to it; one addressed elsewhere is dropped (udpMisaddressed).
 //   The remote's ICMP unreachables come back as errors (ECONNREFUSED...): transient, as in POSIX,
@@ -159,8 +160,8 @@ export class TcpConn implements TransportConn {
       this.counters.writesAfterClose++
       return done()
     }
-    // The chassis hands over runs of records in slabs it never reuses (OutQueue), so the bytes go
-    // as they are. The socket is corked for the rest of the task: every run handed over in it
+    // The chassis hands over runs of records in slabs it leaves alone until `done` (OutQueue), so
+    // the bytes go as they are. The socket is corked for the rest of the task: every run handed over in it
     // leaves in one writev.
     if (!this.corked) {
       this.corked = true

@@ -18,8 +18,9 @@ export interface TransportConn {
   readonly remote: Addr | null
   /**
    * Sends bytes: one or more whole records of a stream, or one datagram. `done` is called once the
-   * transport has taken them. The chassis never changes the bytes it hands over (OutQueue slabs are
-   * not reused), so a transport may keep them as they are instead of copying.
+   * transport has taken them. The chassis leaves the bytes alone until then, so a transport may
+   * write them as they are instead of copying; after `done` it reuses their memory only if the
+   * transport says keepsNothing (an in-memory peer, say, may keep what it got).
    */
   write(data: Uint8Array, addr: Addr | null, done: () => void): void
   /** True when the transport holds no reference to written bytes once `done` has run: the chassis then reuses their memory. */
