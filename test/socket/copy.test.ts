@@ -19,7 +19,7 @@ describe('copyBytes', () => {
         const src = sources[which]
         const dst = new Uint8Array(2048).fill(0xee)
         copyBytes(dst, new Int32Array(dst.buffer), at, src, start, n)
-        expect(dst.subarray(at, at + n)).toEqual(src.subarray(start, start + n))
+        expect(Buffer.compare(dst.subarray(at, at + n), src.subarray(start, start + n))).toBe(0)
         // Nothing around the range is touched.
         expect(dst.subarray(0, at).every((b) => b === 0xee)).toBe(true)
         expect(dst.subarray(at + n).every((b) => b === 0xee)).toBe(true)
@@ -54,6 +54,6 @@ describe('Slab', () => {
       src.fill(0, at, at + n) // the ring slot is reused
       at = (at + n + 7) & ~7
     }
-    for (const [copy, want] of got) expect(copy).toEqual(want)
+    expect(got.filter(([copy, want]) => Buffer.compare(copy, want) !== 0)).toEqual([])
   })
 })
