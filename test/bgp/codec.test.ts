@@ -472,7 +472,7 @@ describe('prefix decoding', () => {
   it('round-trips arbitrary prefix lists (property, seeded)', () => {
     onTestFailed(() => console.error(`bgp prefixes seed=${seed}`))
     fc.assert(
-      fc.property(fc.array(arbPrefixKey, { maxLength: 200 }), (keys) => {
+      fc.property(fc.array(arbPrefixKey, { maxLength: 200, size: 'max' }), (keys) => {
         const u: UpdateMessage = { type: MsgType.UPDATE, withdrawn: keys, attrs: null, nlri: [], mpReach: null }
         expect(decodeOne(encodeUpdate(u, true))).toEqual(u)
       }),

@@ -110,9 +110,9 @@ export const arbAttrs: fc.Arbitrary<PathAttributes> = fc.record({
 
 export const arbUpdate: fc.Arbitrary<UpdateMessage> = fc
   .record({
-    withdrawn: fc.array(arbPrefixKey, { maxLength: 60 }),
+    withdrawn: fc.array(arbPrefixKey, { maxLength: 60, size: 'max' }),
     attrs: fc.option(arbAttrs, { nil: null }),
-    nlri: fc.array(arbPrefixKey, { maxLength: 60 }),
+    nlri: fc.array(arbPrefixKey, { maxLength: 60, size: 'max' }),
   })
   .map((u) => ({ type: MsgType.UPDATE, withdrawn: u.withdrawn, attrs: u.attrs, nlri: u.attrs ? u.nlri : [], mpReach: null }))
 

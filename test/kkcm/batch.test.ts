@@ -126,7 +126,7 @@ describe('ring open frames', () => {
 describe('batch codec', () => {
   it('round-trips random records and refuses every malformed chain before handing anything out', () => {
     fc.assert(
-      fc.property(fc.array(fc.integer({ min: 0, max: 300 }), { minLength: 1, maxLength: 20 }), fc.integer({ min: 0, max: 2 ** 32 - 1 }), (sizes, first) => {
+      fc.property(fc.array(fc.integer({ min: 0, max: 300 }), { minLength: 1, maxLength: 20, size: 'max' }), fc.integer({ min: 0, max: 2 ** 32 - 1 }), (sizes, first) => {
         const payload = sizes.reduce((a, n) => a + batchEntryBytes(n), 0)
         const buf = new Uint8Array(HEADER_BYTES + payload + 16)
         const dv = new DataView(buf.buffer)
@@ -286,7 +286,7 @@ describe('RingSink batching', () => {
       { weight: 1, arbitrary: fc.record({ k: fc.constant('drain' as const), max: fc.integer({ min: 1, max: 8 }) }) },
     )
     fc.assert(
-      fc.property(fc.array(op, { minLength: 1, maxLength: 300 }), fc.constantFrom(1 << 14, 1 << 16), (ops, capacity) => {
+      fc.property(fc.array(op, { minLength: 1, maxLength: 300, size: 'max' }), fc.constantFrom(1 << 14, 1 << 16), (ops, capacity) => {
         // 16 KiB: no full batch fits (batches of one entry); 64 KiB: batches grow.
         const ring = Ring.create(capacity)
         const sink = new RingSink(ring)

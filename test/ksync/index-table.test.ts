@@ -21,7 +21,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
 describe('IndexTable', () => {
   it('agrees with a model of free, owned and foreign slots while its mark arrays grow', () => {
     fc.assert(
-      fc.property(fc.array(op, { minLength: 1, maxLength: 400 }), (ops) => {
+      fc.property(fc.array(op, { minLength: 1, maxLength: 400, size: 'max' }), (ops) => {
         const t = new IndexTable<{ id: number }>(CAPACITY)
         const owned = new Map<number, { id: number }>()
         const foreign = new Set<number>()

@@ -21,7 +21,7 @@ it('delivers every received byte once, in order, through link stalls and a full 
           fc.record({ k: fc.constant('stall' as const), on: fc.boolean() }),
           fc.record({ k: fc.constant('read' as const), bytes: fc.integer({ min: 0, max: 3000 }) }),
         ),
-        { minLength: 1, maxLength: 120 },
+        { minLength: 1, maxLength: 120, size: 'max' },
       ),
       async (ops) => {
         const net = new MemoryNetwork()
