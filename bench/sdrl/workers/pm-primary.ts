@@ -7,14 +7,16 @@ import type { MessagePort } from 'node:worker_threads'
 const { port, size, count, window } = workerData as { port: MessagePort; size: number; count: number; window: number }
 const record = new Uint8Array(size).fill(0x2a)
 const pending: Uint8Array[] = []
-let sent = 0
+let total = 0 // records sent in all
+let sent = 0 // records sent, counted from pending[0]
 let head = 0
 const pump = (): void => {
-  while (sent < count && sent - head < window) {
+  while (total < count && sent - head < window) {
     const copy = record.slice()
     pending.push(copy)
     port.postMessage(copy)
     sent++
+    total++
   }
 }
 port.on('message', () => {
