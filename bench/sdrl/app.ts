@@ -1,8 +1,9 @@
 // Bench application: on each accepted in-memory connection, writes `count` records of `size` bytes
 // as fast as write() admits them (resuming on 'writable'), and times its own write() calls into
 // re.appStats (writeNs, writes), leaving out the bursts that begin before record `warmup` (V8's
-// warm-up, which the bench leaves out of its rates too). With `replicate`, the listener is replicated and writing starts
-// once the connection's replication is functional. The secondary drains its snoop pairs.
+// warm-up, which the bench leaves out of its rates too). With `replicate`, the listener is
+// replicated and writing starts once the connection's replication is functional. The secondary
+// drains its snoop pairs.
 import type { RoutingEngine } from '../../engine/re/re.ts'
 import type { Socket } from '../../engine/socket/socket.ts'
 import { NsrError } from '../../engine/errors.ts'

@@ -17,6 +17,8 @@ const ROUNDS = 3
 const COUNT: Record<number, number> = { 64: 1_200_000, 1024: 400_000 }
 /** The share of each stream left out of its rate (see stream()). */
 const WARMUP_SHARE = 0.25
+/** Records of a `count`-record stream that fall in its warm-up. */
+const warmupRecords = (count: number): number => Math.ceil(count * WARMUP_SHARE)
 
 interface Run {
   perS: number
@@ -27,9 +29,10 @@ interface Run {
 
 async function stream(replicate: boolean, size: number): Promise<Run> {
   const count = COUNT[size]
+  const warmup = warmupRecords(count)
   const c = await Chassis.start({
     app: new URL('./app.ts', import.meta.url),
-    appOptions: { port: 9000, replicate, size, count, warmup: Math.ceil(count * WARMUP_SHARE) },
+    appOptions: { port: 9000, replicate, size, count, warmup },
     re: { deadIntervalMs: 10_000 },
     deadIntervalMs: 10_000,
   })
@@ -44,14 +47,14 @@ async function stream(replicate: boolean, size: number): Promise<Run> {
   // The clock starts once the first WARMUP_SHARE of the stream has arrived: until then V8 is still
   // compiling the paths (about a hundred TurboFan jobs on its background threads, which shared the
   // two cores with the stream), and the replicated side has a third thread's code to compile.
-  const warm = Math.ceil(count * WARMUP_SHARE) * size
+  const warmBytes = warmup * size
   let t0 = 0
   const peer = c.memory.dial(9000)
   peer.keepReceived = false
   await new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`stream stalled at ${peer.receivedBytes}/${want} bytes`)), 120_000)
     const check = () => {
-      if (!t0 && peer.receivedBytes >= warm) t0 = performance.now()
+      if (!t0 && peer.receivedBytes >= warmBytes) t0 = performance.now()
       if (peer.receivedBytes >= want) {
         clearTimeout(t)
         resolve()
@@ -60,7 +63,7 @@ async function stream(replicate: boolean, size: number): Promise<Run> {
     peer.on('data', check)
   })
   const ms = performance.now() - t0
-  const measured = (want - warm) / size
+  const measured = count - warmup
   const s = await c.stats()
   const app = s.primary!.app
   const sock = s.primary!.sockets.find((x) => x.kind === 'tcp')
@@ -75,7 +78,7 @@ async function postMessageReplicator(size: number, count: number): Promise<numbe
   const pri = spawnWorker(new URL('./workers/pm-primary.ts', import.meta.url), { workerData: { port: port1, size, count, window: 1024 }, transferList: [port1] })
   let got = 0
   let t0 = 0
-  const warm = Math.ceil(count * WARMUP_SHARE)
+  const warm = warmupRecords(count)
   await new Promise<void>((resolve) => {
     pri.on('message', () => {
       if (++got === warm) t0 = performance.now() // as in stream(): warm-up left out
