@@ -3,6 +3,8 @@
 // address. Bytes are copied into 64 KiB slabs, so a write costs one copy and no per-record
 // backing-store allocation; a slab is dropped when its last record leaves.
 
+import { Buffer } from 'node:buffer'
+
 export interface Addr {
   address: string
   port: number
@@ -16,6 +18,15 @@ export interface QueuedRecord {
 
 const SLAB_BYTES = 64 * 1024
 const NO_SLAB = new Uint8Array(0)
+
+/**
+ * A slab left unzeroed: every byte a record exposes is copied in before the record exists, and
+ * zeroing 64 KiB per slab showed in profiles of the echo (memset, 1-1.5% of each RE's samples).
+ */
+function freshSlab(): Uint8Array<ArrayBuffer> {
+  const b = Buffer.allocUnsafeSlow(SLAB_BYTES)
+  return new Uint8Array(b.buffer as ArrayBuffer, b.byteOffset, SLAB_BYTES)
+}
 
 export class RecordQueue {
   private items: QueuedRecord[] = []
@@ -91,7 +102,7 @@ export class RecordQueue {
     const n = data.length
     if (n > SLAB_BYTES / 4) return data.slice()
     if (this.slabUsed + n > SLAB_BYTES) {
-      this.slab = new Uint8Array(SLAB_BYTES)
+      this.slab = freshSlab()
       this.slabUsed = 0
     }
     const out = this.slab.subarray(this.slabUsed, this.slabUsed + n)
@@ -112,8 +123,8 @@ export class Slab {
     const n = end - start
     if (n > SLAB_BYTES / 4) return src.slice(start, end)
     if (this.used + n > SLAB_BYTES) {
-      this.slab = new Uint8Array(SLAB_BYTES)
-      this.slab32 = new Int32Array(this.slab.buffer)
+      this.slab = freshSlab()
+      this.slab32 = new Int32Array(this.slab.buffer, this.slab.byteOffset, SLAB_BYTES >> 2)
       this.used = 0
     }
     const at = this.used
