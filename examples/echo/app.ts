@@ -26,7 +26,7 @@ import type { RoutingEngine } from '../../engine/re/re.ts'
 import type { SnoopPair } from '../../engine/sdrl/secondary.ts'
 import type { Addr } from '../../engine/socket/records.ts'
 import type { Socket } from '../../engine/socket/socket.ts'
-import { concat, consumedBy, lineEnd, lineNext, reply, replyBytes, replyInto, replyNumber } from './lines.ts'
+import { concat, consumedBy, lineEnd, lineNext, reply, replyBytes, replyInto, replyNumber, searchable } from './lines.ts'
 
 export interface EchoOptions {
   mode: 'tcp' | 'udp'
@@ -230,8 +230,9 @@ function tcpEcho(re: RoutingEngine, o: EchoOptions): Promise<void> | void {
 function count(f: Follow, seq: number, data: Uint8Array): void {
   if (!seqLt(f.countedThrough, seq)) return
   f.countedThrough = seq
+  const view = searchable(data)
   for (let from = 0; from < data.length; ) {
-    let nl = data.indexOf(0x0a, from)
+    let nl = view.indexOf(0x0a, from)
     if (nl < 0) nl = data.length - 1 // not an echo reply: counted as one, as its length says
     f.n++
     f.answered += consumedBy(f.n, nl + 1 - from)
