@@ -175,6 +175,8 @@ export class ChassisCore {
     rxBytes: 0,
     rxPauses: 0,
     rxJoined: 0,
+    /** Received chunks a transport lent (lendsReads) that had to be copied: an RE had no room for them yet. */
+    rxCopied: 0,
     rejected: 0,
     resets: 0,
   }
@@ -565,11 +567,17 @@ export class ChassisCore {
         if (code) data = new TextEncoder().encode(code)
       }
     }
-    if (!this.join(c, data, addr, flags)) c.q.push({ data, addr, flags })
+    let queued: Chunk | null = null
+    if (!this.join(c, data, addr, flags)) c.q.push((queued = { data, addr, flags }))
     c.qBytes += data.length
     this.counters.rxChunks++
     this.counters.rxBytes += data.length
     this.pumpRx(c)
+    // Lent bytes (TransportConn.lendsReads) still queued for an RE are copied; joined ones already were.
+    if (queued && c.transport?.lendsReads && c.q[c.q.length - 1] === queued) {
+      queued.data = queued.data.slice()
+      this.counters.rxCopied++
+    }
   }
 
   /**

@@ -66,7 +66,13 @@ export class MemoryPeer extends EventEmitter {
     while (this.pendingHead < this.pending.length && !c.paused) {
       const d = this.takeRead()
       this.pendingBytes -= d.length
-      c.events.data(d, null)
+      if (!c.lendsReads) {
+        c.events.data(d, null)
+        continue
+      }
+      const lent = d.slice() // its own copy per read: data() may flush again, reentrantly
+      c.events?.data(lent, null)
+      lent.fill(0xee)
     }
     const pending = this.pending
     if (this.pendingHead === pending.length) {
@@ -169,12 +175,15 @@ export class MemoryConn implements TransportConn {
   closed = false
   private readonly peer: MemoryPeer | null
   private readonly dgram: MemoryUdp | null
+  /** Stream reads are overwritten after events.data() (MemoryNetworkOptions.lendReads). */
+  readonly lendsReads: boolean
 
-  constructor(local: Addr, remote: Addr | null, peer: MemoryPeer | null, dgram: MemoryUdp | null = null) {
+  constructor(local: Addr, remote: Addr | null, peer: MemoryPeer | null, dgram: MemoryUdp | null = null, lendsReads = false) {
     this.local = local
     this.remote = remote
     this.peer = peer
     this.dgram = dgram
+    this.lendsReads = lendsReads
   }
 
   write(data: Uint8Array, addr: Addr | null, done: () => void): void {
@@ -239,6 +248,12 @@ export class MemoryUdp extends EventEmitter {
 export interface MemoryNetworkOptions {
   /** Most bytes one read hands the engine side from a peer's queued writes (default 64 KiB). */
   readBytes?: number
+  /**
+   * Stream reads are lent, as a TCP socket's in net.ts are (TransportConn.lendsReads): each read's
+   * bytes are overwritten (0xee) once events.data() returns, so a chassis that kept a view of them
+   * instead of a copy delivers garbage. For tests.
+   */
+  lendReads?: boolean
 }
 
 export class MemoryNetwork implements Transport {
@@ -250,8 +265,11 @@ export class MemoryNetwork implements Transport {
   private nextEphemeral = 40000
   readonly host = 'mem'
 
+  private readonly lendReads: boolean
+
   constructor(opts: MemoryNetworkOptions = {}) {
     this.readBytes = opts.readBytes ?? READ_BYTES
+    this.lendReads = opts.lendReads ?? false
   }
 
   // ---- the engine side (chassis) ---------------------------------------------------------------
@@ -261,7 +279,7 @@ export class MemoryNetwork implements Transport {
     if (!serve) throw Object.assign(new Error(`memory: connection refused on port ${port}`), { code: 'ECONNREFUSED' })
     const local = { address: this.host, port: this.nextEphemeral++ }
     const peer = new MemoryPeer(local, this.readBytes)
-    const conn = new MemoryConn(local, { address: this.host, port }, peer)
+    const conn = new MemoryConn(local, { address: this.host, port }, peer, null, this.lendReads)
     peer.attach(conn)
     queueMicrotask(() => serve(peer))
     return conn
@@ -290,7 +308,7 @@ export class MemoryNetwork implements Transport {
     if (!accept) throw new NsrError('ECONNREFUSED', `memory: nothing listens on port ${port}`)
     const remote = { address: this.host, port: this.nextEphemeral++ }
     const peer = new MemoryPeer(remote, this.readBytes)
-    const conn = new MemoryConn({ address: this.host, port }, remote, peer)
+    const conn = new MemoryConn({ address: this.host, port }, remote, peer, null, this.lendReads)
     peer.attach(conn)
     accept(conn)
     return peer

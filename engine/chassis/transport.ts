@@ -25,6 +25,11 @@ export interface TransportConn {
   write(data: Uint8Array, addr: Addr | null, done: () => void): void
   /** True when the transport holds no reference to written bytes once `done` has run: the chassis then reuses their memory. */
   readonly keepsNothing?: boolean
+  /**
+   * True when the bytes given to events.data() are the transport's again once the call returns (a
+   * TCP socket that reads into one reused buffer): the chassis copies what it keeps past the call.
+   */
+  readonly lendsReads?: boolean
   /** Stops / restarts reading (the peer's TCP window closes while paused). */
   pause(): void
   resume(): void

@@ -62,6 +62,8 @@ describe('NetTransport: TCP', () => {
     const { server, client, listener } = await pair()
     expect(server.local).toEqual({ address: '127.0.0.1', port: listener.local.port })
     expect(server.remote).toEqual({ address: '127.0.0.1', port: client.localPort })
+    // On Node an accepted socket reads through onread, into the transport's one buffer, lent.
+    expect(server.lendsReads).toBe(true)
     // Data sent before the chassis attaches its handlers waits for them.
     client.write('early')
     await wait(50)
@@ -72,6 +74,23 @@ describe('NetTransport: TCP', () => {
     client.on('data', (d: Buffer) => got.push(d))
     server.write(new TextEncoder().encode('reply'), null, () => done++)
     await until(() => done === 1 && Buffer.concat(got).toString() === 'reply')
+  })
+
+  it('connections reading into the one lent buffer each get their own bytes, exactly', async () => {
+    const a = await pair()
+    const b = await pair()
+    const ra = recorder(a.server)
+    const rb = recorder(b.server)
+    // Interleaved writes of two patterns, large enough that reads of both fill the shared buffer.
+    const pa = Buffer.alloc(200_000, 0x61)
+    const pb = Buffer.alloc(200_000, 0x62)
+    for (let i = 0; i < 10; i++) {
+      a.client.write(pa.subarray(i * 20_000, (i + 1) * 20_000))
+      b.client.write(pb.subarray(i * 20_000, (i + 1) * 20_000))
+    }
+    await until(() => ra.bytes === pa.length && rb.bytes === pb.length, 10_000)
+    expect(Buffer.concat(ra.chunks).equals(pa)).toBe(true)
+    expect(Buffer.concat(rb.chunks).equals(pb)).toBe(true)
   })
 
   it('pause() closes the peer window; resume() delivers everything in order', async () => {
@@ -181,6 +200,7 @@ describe('NetTransport: TCP', () => {
     const c = await t.connect('127.0.0.1', port)
     cleanup.push(() => c.destroy())
     expect(c.remote).toEqual({ address: '127.0.0.1', port })
+    expect(c.lendsReads).toBe(true)
     const r = recorder(c)
     await until(() => r.ended)
     expect(Buffer.concat(r.chunks).toString()).toBe('hi')
