@@ -396,7 +396,11 @@ export class NetTransport implements Transport {
     this.name = name
   }
 
-  /** onread options whose reads go to `conn()`'s onBytes (the connection exists before reading starts). */
+  /**
+   * onread options whose reads go to `conn()`. The connection exists before any read: an accepted
+   * one is made at once, an outgoing one at 'connect', and both stay paused until the chassis
+   * attaches its handlers. (Were there none, that read would be lost and the socket would stop.)
+   */
   private onread(conn: () => TcpConn | null): OnRead {
     return {
       buffer: this.readBuffer,
