@@ -119,7 +119,7 @@ type OnRead = { buffer: Uint8Array; callback: (n: number, buf: Uint8Array) => bo
 function lendingSocket(sock: net.Socket, onread: OnRead): net.Socket | null {
   const s = sock as net.Socket & { _handle?: { useUserBuffer?: unknown; readStop?: unknown } | null }
   const handle = s._handle
-  if (!LENDING_RUNTIME || !handle || typeof handle.useUserBuffer !== 'function' || typeof handle.readStop !== 'function') return null
+  if (!handle || typeof handle.useUserBuffer !== 'function' || typeof handle.readStop !== 'function') return null
   s._handle = null
   sock.destroy()
   const opts = { handle, allowHalfOpen: true, readable: true, writable: true, pauseOnCreate: true, onread }
@@ -391,9 +391,12 @@ export class NetTransport implements Transport {
   readonly counters: NetCounters = newCounters()
   /** Every lending TCP socket of this transport reads here; each read is handed on before the next. */
   private readonly readBuffer = new Uint8Array(READ_BUFFER_BYTES)
+  /** TCP sockets read through onread (where the runtime allows; `lendReads: false` turns it off). */
+  private readonly lending: boolean
 
-  constructor(name = 'net') {
+  constructor(name = 'net', opts: { lendReads?: boolean } = {}) {
     this.name = name
+    this.lending = LENDING_RUNTIME && (opts.lendReads ?? true)
   }
 
   /**
@@ -411,7 +414,7 @@ export class NetTransport implements Transport {
   connect(host: string, port: number, local?: string): Promise<TransportConn> {
     return new Promise((resolve, reject) => {
       let conn: TcpConn | null = null
-      const onread = LENDING_RUNTIME ? this.onread(() => conn) : undefined
+      const onread = this.lending ? this.onread(() => conn) : undefined
       const sock = net.connect({ host, port, localAddress: local, allowHalfOpen: true, onread })
       // Not reading until the chassis attaches its handlers: paused (onread), or no 'data' listener yet.
       if (onread) sock.pause()
@@ -440,7 +443,7 @@ export class NetTransport implements Transport {
           return
         }
         let conn: TcpConn | null = null
-        const lending = lendingSocket(sock, this.onread(() => conn))
+        const lending = this.lending ? lendingSocket(sock, this.onread(() => conn)) : null
         conn = lending ? new TcpConn(lending, this.counters, true) : new TcpConn(sock, this.counters)
         onAccept(conn)
       })
