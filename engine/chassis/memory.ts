@@ -66,13 +66,10 @@ export class MemoryPeer extends EventEmitter {
     while (this.pendingHead < this.pending.length && !c.paused) {
       const d = this.takeRead()
       this.pendingBytes -= d.length
-      if (!c.lendsReads) {
-        c.events.data(d, null)
-        continue
-      }
-      const lent = d.slice() // its own copy per read: data() may flush again, reentrantly
-      c.events?.data(lent, null)
-      lent.fill(0xee)
+      // A lent read is a copy of its own (data() may flush again, reentrantly), spoilt after the call.
+      const given = c.lendsReads ? d.slice() : d
+      c.events.data(given, null)
+      if (c.lendsReads) given.fill(0xee)
     }
     const pending = this.pending
     if (this.pendingHead === pending.length) {

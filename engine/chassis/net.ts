@@ -112,9 +112,10 @@ const LENDING_RUNTIME = typeof process !== 'undefined' && !!process.versions?.no
 type OnRead = { buffer: Uint8Array; callback: (n: number, buf: Uint8Array) => boolean }
 
 /**
- * An accepted socket, remade to read through `onread` (Node only): its handle, still paused
- * (pauseOnConnect), moves to a new net.Socket built with onread, and the old one is destroyed
- * without it. Null when this runtime or this handle cannot do it: keep the socket as it is.
+ * An accepted socket, remade to read through `onread` (Node only: NetTransport checks the
+ * runtime): its handle, still paused (pauseOnConnect), moves to a new net.Socket built with onread,
+ * and the old one is destroyed without it. Null when the handle is not what Node's is: keep the
+ * socket as it is.
  */
 function lendingSocket(sock: net.Socket, onread: OnRead): net.Socket | null {
   const s = sock as net.Socket & { _handle?: { useUserBuffer?: unknown; readStop?: unknown } | null }

@@ -1,7 +1,8 @@
 // ChassisCore's receive queue (sans-IO, in-memory transport): a peer's bytes, in chunks of any
 // size, reach the RE byte-exact and in order through stalls of its link and of its window, over
-// random schedules, whether the transport's reads are the chassis's to keep or only lent to it. The queue drops delivered chunks by index and compacts in steps (it used to
-// shift() each one, quadratic in a backlog of single lines: seconds of host time at a takeover).
+// random schedules, whether the transport's reads are the chassis's to keep or only lent to it.
+// The queue drops delivered chunks by index and compacts in steps (it used to shift() each one,
+// quadratic in a backlog of single lines: seconds of host time at a takeover).
 import fc from 'fast-check'
 import { pack, unpack } from 'msgpackr'
 import { expect, it } from 'vitest'
