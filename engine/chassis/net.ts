@@ -30,6 +30,7 @@
 
 import dgram from 'node:dgram'
 import net from 'node:net'
+import { runtimeName } from '../runtime/worker.ts'
 import type { Addr } from '../socket/records.ts'
 import type { ConnEvents, Transport, TransportConn, TransportListener } from './transport.ts'
 
@@ -107,8 +108,6 @@ function sameAddr(a: Addr, b: Addr): boolean {
 /** What a lending TCP socket reads into: one buffer per transport, lent for one events.data() call. */
 export const READ_BUFFER_BYTES = 64 * 1024
 
-const LENDING_RUNTIME = typeof process !== 'undefined' && !!process.versions?.node && !process.versions.bun && typeof (globalThis as { Deno?: unknown }).Deno === 'undefined'
-
 type OnRead = { buffer: Uint8Array; callback: (n: number, buf: Uint8Array) => boolean }
 
 /**
@@ -149,7 +148,7 @@ export class TcpConn implements TransportConn {
   /** Reads come through onread, in a buffer that is reused once events.data() returns. */
   readonly lendsReads: boolean
 
-  /** `lendsReads`: `sock` reads through onread and its callback calls onBytes(). */
+  /** `lendsReads`: `sock` reads through onread, whose callback calls lentRead(). */
   constructor(sock: net.Socket, counters: NetCounters, lendsReads = false) {
     this.sock = sock
     this.counters = counters
@@ -397,7 +396,7 @@ export class NetTransport implements Transport {
 
   constructor(name = 'net', opts: { lendReads?: boolean } = {}) {
     this.name = name
-    this.lending = LENDING_RUNTIME && (opts.lendReads ?? true)
+    this.lending = runtimeName() === 'node' && (opts.lendReads ?? true)
   }
 
   /**
